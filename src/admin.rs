@@ -1,0 +1,258 @@
+//! The admin listener: metrics, health, status and (with a rollout) control.
+//!
+//! It runs on its own port, apart from the data plane, so scraping or
+//! operating the proxy never competes with client traffic for a connection
+//! slot. POSTs need the bearer token when one is configured; the token is
+//! compared in constant time.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::Proxy;
+use crate::stats::StatsHandle;
+use crate::status::WindowReport;
+use crate::telemetry::Metrics;
+
+/// Admin request bodies are tiny JSON commands.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// What the admin API reads from and acts on.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub stats: StatsHandle,
+    pub proxy: Proxy,
+    /// False while starting and once draining: `/readyz` answers 503.
+    pub ready: Arc<AtomicBool>,
+    pub token: Option<String>,
+    pub rollout: Option<crate::rollout::RolloutHandle>,
+    pub stable_url: String,
+    pub candidate_url: Option<String>,
+}
+
+pub struct AdminListener {
+    pub listener: TcpListener,
+    pub state: Arc<AdminState>,
+}
+
+impl AdminListener {
+    pub async fn run(self, shutdown: CancellationToken) {
+        tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "admin listener started");
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "admin accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let state = self.state.clone();
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, request).await) }
+            });
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = connection => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+        tracing::info!("admin listener stopped");
+    }
+}
+
+type AdminResponse = Response<Full<Bytes>>;
+
+async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/metrics") => {
+            state
+                .metrics
+                .shadow_in_flight
+                .set(state.proxy.mirrors_in_flight() as f64);
+            let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => {
+            if state.ready.load(Ordering::Relaxed) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (&Method::GET, "/status") => match status(state).await {
+            Some(value) => json_response(StatusCode::OK, &value),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stats are not available (shutting down)",
+            ),
+        },
+        (&Method::GET, "/mismatches") => match state.stats.snapshot().await {
+            Some(snapshot) => json_response(
+                StatusCode::OK,
+                &json!({ "mismatches": snapshot.mismatches }),
+            ),
+            None => error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stats are not available (shutting down)",
+            ),
+        },
+        (&Method::POST, p) if p.starts_with("/rollout/") => {
+            if !authorized(state, &request) {
+                let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
+                return response;
+            }
+            let command = p.trim_start_matches("/rollout/").to_owned();
+            let body = match Limited::new(request.into_body(), MAX_ADMIN_BODY)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            };
+            rollout_command(state, &command, &body).await
+        }
+        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/mismatches") => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
+        }
+        _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+async fn status(state: &AdminState) -> Option<Value> {
+    let snapshot = state.stats.snapshot().await?;
+    let cumulative = WindowReport::from_window(&snapshot.cumulative);
+    let mut value = json!({
+        "backends": {
+            "stable": { "url": state.stable_url },
+            "candidate": { "url": state.candidate_url },
+        },
+        "requests": cumulative.stable.serve.requests + cumulative.candidate.serve.requests,
+        "match_rate": cumulative.comparisons.match_rate,
+        "mirrors_in_flight": state.proxy.mirrors_in_flight(),
+        "cumulative": cumulative,
+        "window": WindowReport::from_window(&snapshot.sliding),
+        "step_window": WindowReport::from_window(&snapshot.step),
+    });
+    let rollout = match &state.rollout {
+        Some(rollout) => rollout.status_json(),
+        None => json!({
+            "phase": "shadow",
+            "weight": 0.0,
+            "step": null,
+            "rollout_configured": false,
+            "decisions": [],
+        }),
+    };
+    if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), rollout) {
+        object.extend(extra);
+    }
+    Some(value)
+}
+
+async fn rollout_command(state: &AdminState, command: &str, body: &[u8]) -> AdminResponse {
+    let Some(rollout) = &state.rollout else {
+        return error(
+            StatusCode::CONFLICT,
+            "no rollout is configured: add a [rollout] section to the config",
+        );
+    };
+    match rollout.command_from_http(command, body).await {
+        Ok(value) => json_response(StatusCode::OK, &value),
+        Err((status, message)) => error(status, &message),
+    }
+}
+
+/// Constant-time check of `Authorization: Bearer TOKEN`.
+fn authorized(state: &AdminState, request: &Request<Incoming>) -> bool {
+    let Some(expected) = &state.token else {
+        return true;
+    };
+    let given = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), expected.as_bytes())
+}
+
+/// Compares without an early exit, so response time does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+fn text(status: StatusCode, body: &'static str) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> AdminResponse {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> AdminResponse {
+    json_response(status, &json!({ "error": message }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison_needs_every_byte_and_the_length() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"secret"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

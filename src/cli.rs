@@ -1,0 +1,280 @@
+//! Command-line interface: argument definitions and the commands that do
+//! not need a running proxy in this process (`check`, `status`, `rollout`).
+//!
+//! `main.rs` parses, dispatches and owns the process (runtime, signals,
+//! exit codes); everything here is library code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use crate::config::{ADMIN_TOKEN_ENV, Config};
+use crate::telemetry::LogFormat;
+
+/// Default admin URL for `status` and `rollout`, matching the default
+/// `admin.addr`.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9901";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "understudy",
+    version,
+    about = "Shadow-traffic reverse proxy for safe ML model rollouts"
+)]
+pub struct Cli {
+    /// Log format on stderr (filter with RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy.
+    Run {
+        /// Config file.
+        #[arg(
+            short,
+            long,
+            env = "UNDERSTUDY_CONFIG",
+            default_value = "config/understudy.toml"
+        )]
+        config: PathBuf,
+        /// Discard the persisted rollout state and start a fresh rollout.
+        #[arg(long)]
+        reset_state: bool,
+    },
+    /// Validate a config file: every problem with its key and line.
+    Check {
+        #[arg(
+            short,
+            long,
+            env = "UNDERSTUDY_CONFIG",
+            default_value = "config/understudy.toml"
+        )]
+        config: PathBuf,
+    },
+    /// Show phase, weight, per-backend stats and the last decision.
+    Status {
+        #[arg(long, default_value = DEFAULT_ADMIN_URL)]
+        admin: String,
+        /// Print the raw JSON of GET /status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Control the rollout: pause, resume, promote, rollback, set-weight N.
+    Rollout {
+        #[command(subcommand)]
+        action: RolloutAction,
+        #[arg(long, global = true, default_value = DEFAULT_ADMIN_URL)]
+        admin: String,
+        /// Bearer token for the admin API (default: $UNDERSTUDY_ADMIN_TOKEN).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
+    /// Start toy model servers, the proxy and load, and walk a rollout live.
+    Demo {
+        /// Upper bound on how long the demo runs.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutAction {
+    Pause,
+    Resume,
+    Promote,
+    Rollback,
+    /// Set the candidate's weight in percent (pauses automation).
+    SetWeight {
+        percent: f64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Start(#[from] crate::server::StartError),
+    #[error("admin API at {url}: {message}")]
+    Admin { url: String, message: String },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// `understudy check`: prints the problems, exit 0 only when valid.
+pub fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok (stable {}, candidate {}, rollout {})",
+                path.display(),
+                config.stable.url,
+                config
+                    .candidate
+                    .as_ref()
+                    .map(|c| c.url.to_string())
+                    .unwrap_or_else(|| "none".into()),
+                if config.rollout.is_some() {
+                    "configured"
+                } else {
+                    "off"
+                }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `understudy status`.
+pub async fn status(admin: &str, raw_json: bool) -> Result<ExitCode, CliError> {
+    let value = admin_call(admin, Method::GET, "/status", None, None).await?;
+    if raw_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_status(&value));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `understudy rollout ACTION`.
+pub async fn rollout(
+    admin: &str,
+    action: &RolloutAction,
+    token: Option<String>,
+) -> Result<ExitCode, CliError> {
+    let token = token.or_else(|| std::env::var(ADMIN_TOKEN_ENV).ok());
+    let (path, body) = match action {
+        RolloutAction::Pause => ("/rollout/pause", None),
+        RolloutAction::Resume => ("/rollout/resume", None),
+        RolloutAction::Promote => ("/rollout/promote", None),
+        RolloutAction::Rollback => ("/rollout/rollback", None),
+        RolloutAction::SetWeight { percent } => (
+            "/rollout/weight",
+            Some(serde_json::json!({ "percent": percent }).to_string()),
+        ),
+    };
+    let value = admin_call(admin, Method::POST, path, body, token.as_deref()).await?;
+    println!(
+        "phase {} weight {}%",
+        value["phase"].as_str().unwrap_or("?"),
+        value["weight"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A human summary of `GET /status`.
+pub fn render_status(v: &Value) -> String {
+    let mut out = String::new();
+    let pct = |v: &Value| {
+        v.as_f64()
+            .map(|f| format!("{:.2}%", f * 100.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    let ms = |v: &Value| {
+        v.as_f64()
+            .map(|f| format!("{f:.1}ms"))
+            .unwrap_or_else(|| "-".into())
+    };
+    out.push_str(&format!(
+        "phase {}  weight {}%  step {}\n",
+        v["phase"].as_str().unwrap_or("?"),
+        v["weight"],
+        v["step"]
+    ));
+    let window = &v["cumulative"];
+    out.push_str(&format!(
+        "comparisons {}  match rate {}\n",
+        window["comparisons"]["compared"],
+        pct(&window["comparisons"]["match_rate"])
+    ));
+    for backend in ["stable", "candidate"] {
+        let b = &window[backend]["total"];
+        out.push_str(&format!(
+            "{backend:<10} requests {:>8}  errors {:>6}  p50 {:>9}  p90 {:>9}  p99 {:>9}\n",
+            b["requests"],
+            b["errors"],
+            ms(&b["p50_ms"]),
+            ms(&b["p90_ms"]),
+            ms(&b["p99_ms"])
+        ));
+    }
+    if let Some(last) = v["decisions"].as_array().and_then(|d| d.last()) {
+        out.push_str(&format!(
+            "last decision: {} — {}\n",
+            last["verdict"].as_str().unwrap_or("?"),
+            last["action"].as_str().unwrap_or("")
+        ));
+        if let Some(reasons) = last["reasons"].as_array() {
+            for reason in reasons {
+                out.push_str(&format!("  - {}\n", reason.as_str().unwrap_or("")));
+            }
+        }
+    }
+    out
+}
+
+/// One JSON request to the admin API.
+pub async fn admin_call(
+    admin: &str,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    token: Option<&str>,
+) -> Result<Value, CliError> {
+    let url = format!("{}{}", admin.trim_end_matches('/'), path);
+    let fail = |message: String| CliError::Admin {
+        url: url.clone(),
+        message,
+    };
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let request = request
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| fail(format!("invalid request: {e}")))?;
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+            .map_err(|_| fail("no answer within 10s".into()))?
+            .map_err(|e| {
+                fail(format!(
+                    "cannot connect ({e}); is understudy running with this admin address?"
+                ))
+            })?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status != StatusCode::OK {
+        let message = value["error"].as_str().unwrap_or("request failed");
+        return Err(fail(format!("{status}: {message}")));
+    }
+    Ok(value)
+}

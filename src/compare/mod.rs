@@ -1,0 +1,414 @@
+//! Response comparison: decides, for one mirrored pair of responses (stable and
+//! candidate), which outcome it is (`match`, `mismatch`, `stable_error`, `shadow_error`,
+//! `uncomparable`), how many rows (elements) of a batch agree, and where the first
+//! difference is.
+//!
+//! It is pure: no I/O, no clock, no state between calls. It must never panic on any
+//! input, never copy a body or a parsed document (each body is parsed once; ignored
+//! parts are removed in place), never format anything unless a difference is reported,
+//! and never put a whole body into a report: reported values are cut to 128 characters.
+//!
+//! # Rules, in order
+//! 1. Stable failed (transport error, timeout) or answered 5xx: `stable_error`, even if
+//!    the candidate failed too. Else candidate failed or 5xx: `shadow_error`.
+//! 2. Different statuses (e.g. 200 vs 400): `mismatch` at pointer `""` with the two
+//!    statuses as values, and zero elements (no rows were compared).
+//! 3. A body flagged truncated (over the capture cap): `uncomparable` (`body_truncated`).
+//! 4. `format = "bytes"`: exact byte equality, one element.
+//! 5. Equal non-2xx statuses: error bodies do not have the success shape, so the pointer
+//!    and preset do not apply: byte-identical bodies match, otherwise the whole JSON
+//!    documents (after `ignore`) are compared by value as one element.
+//! 6. Bodies that are not JSON (including `NaN`/`Infinity` literals and numbers beyond
+//!    f64 range such as `1e400`, which serde_json rejects): `uncomparable`.
+//! 7. `ignore` pointers are removed from both documents (see [`CompareSpec::ignore`]),
+//!    then the target (`pointer` or the preset's) is resolved: absent on both sides is
+//!    `uncomparable` (`pointer_missing`), absent on one side is a `mismatch` there.
+//! 8. The target is split into rows and compared under the mode; any differing row
+//!    makes the pair a `mismatch`.
+//!
+//! # Rows (`elements.matched` / `elements.mismatched`)
+//! * No preset, value mode: an array target's elements are rows; any other target is
+//!   one row. Argmax/cosine: a non-empty flat array of numbers is one row (one vector),
+//!   an array of anything else has its elements as rows, anything else is one row.
+//! * `tf-serving`: each element of `/predictions`; `openai`: each element of `/data`.
+//! * `kserve-v2`: rows of every output tensor, summed over outputs (see [`Preset`]).
+//! * An empty array matches with zero elements. A row present on one side only (longer
+//!   array, missing output, missing target) counts as mismatched; an array length
+//!   difference is reported at the array, before any row inside it.
+//! * Argmax and cosine apply to rows that are arrays of numbers with more than one
+//!   element on both sides; other rows (one-element rows such as class labels, strings,
+//!   objects) are compared by value.
+
+mod kserve;
+mod pointer;
+mod preset;
+mod render;
+mod rows;
+mod spec;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_http;
+#[cfg(test)]
+mod tests_presets;
+mod value;
+
+use serde_json::Value;
+
+pub use render::MAX_CHARS;
+pub use spec::SpecError;
+
+use pointer::{IgnorePath, Pointer};
+use preset::Layout;
+use rows::{Rules, Tally};
+use value::{Found, Shown};
+
+/// How bodies are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Parsed as JSON and compared structurally.
+    #[default]
+    Json,
+    /// Compared byte for byte, as one element.
+    Bytes,
+}
+
+/// How rows of the compared part are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Structural equality with numeric tolerances.
+    Value,
+    /// Same index of the maximum score per row (ties go to the lowest index). Rows of
+    /// one element (class labels) and non-numeric rows are compared by value.
+    Argmax,
+    /// Cosine similarity >= `min_cosine` per vector; two zero vectors match, one does not.
+    /// Rows of one element and non-numeric rows are compared by value.
+    Cosine,
+}
+
+/// A server family whose response shape the comparator knows. A preset sets what is
+/// compared and how it splits into rows; it cannot be combined with `pointer`, but
+/// `ignore`, the tolerances and `mode` still apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// KServe V2 / Open Inference Protocol. Only `/outputs` is compared, so `id`,
+    /// `model_name`, `model_version` and top-level `parameters` never matter. Outputs
+    /// pair by `name` (order irrelevant; the k-th output of a name pairs with the k-th
+    /// of the same name); an output on one side only is a mismatch. Per output, `shape`
+    /// must be equal (else a mismatch at `/outputs/i/shape`), then the flat `data` is
+    /// cut into `shape[0]` rows of product(`shape[1..]`) values (rank 1: rows of one
+    /// value; rank 0: one row) and compared row by row. `datatype` and per-output
+    /// `parameters` are not compared. An output whose `data` is not a flat array of
+    /// product(`shape`) values is compared as a whole object, as one row. Top-level
+    /// `id`, `model_version` and `parameters` are ignored (this matters only for equal
+    /// non-2xx responses, which are compared whole).
+    KserveV2,
+    /// TensorFlow Serving REST predict: `/predictions`, each element a row (value mode
+    /// by default).
+    TfServing,
+    /// OpenAI-compatible embeddings: each element of `/data` is a row compared through
+    /// its `embedding` (cosine by default), by position; the items' `object`/`index`
+    /// never matter, and top-level `id`, `created`, `model`, `usage` are ignored.
+    /// Items without an `embedding` on either side are compared whole, by value.
+    Openai,
+}
+
+impl Preset {
+    /// The configuration spelling: "kserve-v2", "tf-serving", "openai".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Preset::KserveV2 => "kserve-v2",
+            Preset::TfServing => "tf-serving",
+            Preset::Openai => "openai",
+        }
+    }
+}
+
+/// What the user configured (already type-checked by the config layer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareSpec {
+    /// JSON (default) or exact bytes.
+    pub format: Format,
+    /// Known response shape; excludes `pointer`.
+    pub preset: Option<Preset>,
+    /// RFC 6901 pointer to the compared part; the whole document when `None`.
+    pub pointer: Option<String>,
+    /// RFC 6901 pointers, from the document root, removed from both documents before
+    /// comparing. A `*` segment matches every array index and every object key (so a
+    /// literal key "*" cannot be named). Removed array elements become `null` rather
+    /// than shifting later elements, so reported pointers keep their indices.
+    pub ignore: Vec<String>,
+    /// Absolute numeric tolerance, default 1e-6.
+    pub abs_tolerance: f64,
+    /// Relative numeric tolerance, default 1e-4.
+    pub rel_tolerance: f64,
+    /// `None` = the preset's default (cosine for `openai`), else value.
+    pub mode: Option<Mode>,
+    /// Cosine threshold (inclusive), default 0.999.
+    pub min_cosine: f64,
+}
+
+impl Default for CompareSpec {
+    fn default() -> Self {
+        CompareSpec {
+            format: Format::Json,
+            preset: None,
+            pointer: None,
+            ignore: Vec::new(),
+            abs_tolerance: 1e-6,
+            rel_tolerance: 1e-4,
+            mode: None,
+            min_cosine: 0.999,
+        }
+    }
+}
+
+/// Compiled, immutable, cheap to share (Send + Sync); built once per config.
+#[derive(Debug, Clone)]
+pub struct Comparator {
+    format: Format,
+    target: Pointer,
+    layout: Layout,
+    ignores: Vec<IgnorePath>,
+    rules: Rules,
+}
+
+/// One backend's answer as the proxy saw it.
+#[derive(Debug, Clone, Copy)]
+pub enum Observed<'a> {
+    /// Connect error, reset, timeout: no usable response.
+    Failed,
+    /// A response; `truncated` when the body exceeded the capture cap.
+    Response {
+        status: u16,
+        body: &'a [u8],
+        truncated: bool,
+    },
+}
+
+/// The verdict for one mirrored pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Match,
+    Mismatch,
+    StableError,
+    ShadowError,
+    Uncomparable,
+}
+
+impl Outcome {
+    /// Every outcome, e.g. to pre-register metric labels.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Match,
+        Outcome::Mismatch,
+        Outcome::StableError,
+        Outcome::ShadowError,
+        Outcome::Uncomparable,
+    ];
+
+    /// The metric/label spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Match => "match",
+            Outcome::Mismatch => "mismatch",
+            Outcome::StableError => "stable_error",
+            Outcome::ShadowError => "shadow_error",
+            Outcome::Uncomparable => "uncomparable",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Per-row (per-element) agreement within one pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElementCounts {
+    pub matched: u64,
+    pub mismatched: u64,
+}
+
+/// The first differing location: an RFC 6901 pointer into the stable document and both
+/// sides rendered (compact JSON, or a label / similarity in argmax / cosine mode), each
+/// at most [`MAX_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Difference {
+    pub pointer: String,
+    pub stable: String,
+    pub candidate: String,
+}
+
+/// The result of comparing one pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub outcome: Outcome,
+    /// Zero for error and uncomparable outcomes, and for a status mismatch.
+    pub elements: ElementCounts,
+    /// Some for Mismatch.
+    pub difference: Option<Difference>,
+    /// One of [`reason`]'s constants for Uncomparable.
+    pub reason: Option<&'static str>,
+}
+
+/// Why a pair was uncomparable (closed set).
+pub mod reason {
+    /// The stable body is not JSON (checked first when both are not).
+    pub const STABLE_NOT_JSON: &str = "stable_not_json";
+    /// The candidate body is not JSON.
+    pub const SHADOW_NOT_JSON: &str = "shadow_not_json";
+    /// A body exceeded the capture cap, so it was not seen whole.
+    pub const BODY_TRUNCATED: &str = "body_truncated";
+    /// The compared pointer exists in neither document.
+    pub const POINTER_MISSING: &str = "pointer_missing";
+}
+
+impl Comparison {
+    fn bare(outcome: Outcome, reason: Option<&'static str>) -> Comparison {
+        Comparison {
+            outcome,
+            elements: ElementCounts::default(),
+            difference: None,
+            reason,
+        }
+    }
+
+    fn matched(rows: u64) -> Comparison {
+        Comparison {
+            elements: ElementCounts {
+                matched: rows,
+                mismatched: 0,
+            },
+            ..Comparison::bare(Outcome::Match, None)
+        }
+    }
+
+    fn mismatched(elements: ElementCounts, difference: Difference) -> Comparison {
+        Comparison {
+            elements,
+            difference: Some(difference),
+            ..Comparison::bare(Outcome::Mismatch, None)
+        }
+    }
+}
+
+impl Comparator {
+    /// Validates and compiles `spec`.
+    pub fn new(spec: &CompareSpec) -> Result<Comparator, SpecError> {
+        spec::compile(spec)
+    }
+
+    /// The effective mode (the user's, else the preset's default, else value).
+    pub fn mode(&self) -> Mode {
+        self.rules.mode
+    }
+
+    /// Compares one mirrored pair; see the module documentation for the rules.
+    pub fn compare(&self, stable: &Observed<'_>, candidate: &Observed<'_>) -> Comparison {
+        let (s_status, s_body, s_cut) = match *stable {
+            Observed::Response {
+                status,
+                body,
+                truncated,
+            } if status < 500 => (status, body, truncated),
+            _ => return Comparison::bare(Outcome::StableError, None),
+        };
+        let (c_status, c_body, c_cut) = match *candidate {
+            Observed::Response {
+                status,
+                body,
+                truncated,
+            } if status < 500 => (status, body, truncated),
+            _ => return Comparison::bare(Outcome::ShadowError, None),
+        };
+        if s_status != c_status {
+            let difference = Difference {
+                pointer: String::new(),
+                stable: s_status.to_string(),
+                candidate: c_status.to_string(),
+            };
+            return Comparison::mismatched(ElementCounts::default(), difference);
+        }
+        if s_cut || c_cut {
+            return Comparison::bare(Outcome::Uncomparable, Some(reason::BODY_TRUNCATED));
+        }
+        let success = (200..300).contains(&s_status);
+        if self.format == Format::Bytes || (!success && s_body == c_body) {
+            return compare_bytes(s_body, c_body);
+        }
+        let Ok(mut s_doc) = serde_json::from_slice::<Value>(s_body) else {
+            return Comparison::bare(Outcome::Uncomparable, Some(reason::STABLE_NOT_JSON));
+        };
+        for ignore in &self.ignores {
+            ignore.remove_from(&mut s_doc);
+        }
+        if s_body == c_body {
+            // Identical bodies stay identical after ignoring: parse and prune only one.
+            return self.compare_docs(&s_doc, &s_doc, success);
+        }
+        let Ok(mut c_doc) = serde_json::from_slice::<Value>(c_body) else {
+            return Comparison::bare(Outcome::Uncomparable, Some(reason::SHADOW_NOT_JSON));
+        };
+        for ignore in &self.ignores {
+            ignore.remove_from(&mut c_doc);
+        }
+        self.compare_docs(&s_doc, &c_doc, success)
+    }
+
+    fn compare_docs(&self, s_doc: &Value, c_doc: &Value, success: bool) -> Comparison {
+        let mut tally = Tally::default();
+        if !success {
+            tally.row(value::diff_values(s_doc, c_doc, &self.rules.tol));
+            return finish(&[], tally);
+        }
+        match (self.target.resolve(s_doc), self.target.resolve(c_doc)) {
+            (None, None) => {
+                return Comparison::bare(Outcome::Uncomparable, Some(reason::POINTER_MISSING));
+            }
+            (Some(s), None) => {
+                let rows = self.layout.row_count(s, self.rules.mode);
+                tally.mismatched(Found::at(Shown::Json(s), Shown::Absent), rows);
+            }
+            (None, Some(c)) => {
+                let rows = self.layout.row_count(c, self.rules.mode);
+                tally.mismatched(Found::at(Shown::Absent, Shown::Json(c)), rows);
+            }
+            (Some(s), Some(c)) => self.layout.compare(s, c, &self.rules, &mut tally),
+        }
+        finish(self.target.tokens(), tally)
+    }
+}
+
+/// Turns a tally into the verdict; `base` is the pointer the tally's paths start from.
+fn finish(base: &[String], tally: Tally<'_>) -> Comparison {
+    match &tally.first {
+        None => Comparison::matched(tally.counts.matched),
+        Some(found) => Comparison::mismatched(tally.counts, render::difference(base, found)),
+    }
+}
+
+fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
+    if stable == candidate {
+        return Comparison::matched(1);
+    }
+    let at = stable
+        .iter()
+        .zip(candidate)
+        .position(|(a, b)| a != b)
+        .unwrap_or(stable.len().min(candidate.len()));
+    let difference = Difference {
+        pointer: String::new(),
+        stable: render::body_excerpt(stable, at),
+        candidate: render::body_excerpt(candidate, at),
+    };
+    let elements = ElementCounts {
+        matched: 0,
+        mismatched: 1,
+    };
+    Comparison::mismatched(elements, difference)
+}

@@ -1,0 +1,429 @@
+//! Turns the raw TOML structs into a validated [`Config`], collecting every
+//! problem with its key instead of stopping at the first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+
+use super::raw::{RawBackend, RawCompare, RawConfig, RawRollout};
+use super::*;
+use crate::compare::{Comparator, CompareSpec};
+
+/// Default canary steps, in candidate percent: small first, so a bad
+/// candidate touches few users before the judge has evidence.
+pub const DEFAULT_STEPS: [f64; 4] = [5.0, 25.0, 50.0, 100.0];
+/// Minimum time per step: long enough to see a minute of traffic patterns.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Minimum samples per step before anything can pass.
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
+pub const DEFAULT_MAX_LATENCY_INCREASE: f64 = 0.20;
+pub const DEFAULT_MIN_MATCH_RATE: f64 = 0.95;
+pub const DEFAULT_STATE_FILE: &str = "understudy-state.json";
+
+pub(super) fn build(
+    text: &str,
+    origin: &str,
+    token_env: Option<String>,
+) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut check = Checker {
+        text,
+        problems: Vec::new(),
+    };
+    let config = check.config(raw, token_env);
+    match config {
+        Some(config) if check.problems.is_empty() => Ok(config),
+        _ => Err(ConfigError::Invalid {
+            origin: origin.to_owned(),
+            problems: check.problems,
+        }),
+    }
+}
+
+struct Checker<'t> {
+    text: &'t str,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.to_owned(),
+            line: locate::line_of(self.text, key),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig, token_env: Option<String>) -> Option<Config> {
+        let listen = Listen {
+            addr: self.socket_addr("listen.addr", raw.listen.addr, DEFAULT_LISTEN_ADDR),
+            backend_header: raw.listen.backend_header.unwrap_or(true),
+            drain_timeout: self.duration(
+                "listen.drain_timeout",
+                raw.listen.drain_timeout,
+                DEFAULT_DRAIN_TIMEOUT,
+            ),
+            max_connections: self.count(
+                "listen.max_connections",
+                raw.listen.max_connections,
+                DEFAULT_MAX_CONNECTIONS,
+                1,
+            ),
+        };
+        let admin = self.admin(raw.admin, token_env);
+        let stable = match raw.backends.stable {
+            Some(b) => self.backend("stable", b),
+            None => {
+                self.problem(
+                    "backends.stable",
+                    "is required: the [backends.stable] table with url = \"http://HOST:PORT\"",
+                );
+                None
+            }
+        };
+        let candidate = raw
+            .backends
+            .candidate
+            .and_then(|b| self.backend("candidate", b));
+        let shadow = self.shadow(raw.shadow, candidate.is_some());
+        let compare = self.compare(raw.compare);
+        let rollout = raw.rollout.map(|r| self.rollout(r));
+        if rollout.is_some() && candidate.is_none() {
+            self.problem(
+                "rollout",
+                "a rollout needs a candidate: add [backends.candidate]",
+            );
+        }
+        let sticky = raw.split.sticky.and_then(|s| match s.parse::<StickyKey>() {
+            Ok(key) => Some(key),
+            Err(e) => {
+                self.problem("split.sticky", e.to_string());
+                None
+            }
+        });
+        let access = raw.log.access.map(|a| match a.as_str() {
+            "stdout" | "-" => AccessLogTarget::Stdout,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        });
+        Some(Config {
+            listen,
+            admin,
+            stable: stable?,
+            candidate,
+            shadow,
+            compare: compare?,
+            rollout,
+            split: Split { sticky },
+            log: Log { access },
+        })
+    }
+
+    fn admin(&mut self, raw: super::raw::RawAdmin, token_env: Option<String>) -> Admin {
+        let addr = self.socket_addr("admin.addr", raw.addr, DEFAULT_ADMIN_ADDR);
+        let token = raw.token.or(token_env).filter(|t| !t.is_empty());
+        if !addr.ip().is_loopback() && token.is_none() {
+            self.problem(
+                "admin.addr",
+                format!(
+                    "{addr} is not a loopback address: the admin API can move traffic, so \
+                     binding it there needs admin.token (or {ADMIN_TOKEN_ENV})"
+                ),
+            );
+        }
+        Admin { addr, token }
+    }
+
+    fn backend(&mut self, name: &'static str, raw: RawBackend) -> Option<Backend> {
+        let key = |field: &str| format!("backends.{name}.{field}");
+        let url = match raw.url {
+            None => {
+                self.problem(&key("url"), "is required, e.g. \"http://127.0.0.1:8001\"");
+                None
+            }
+            Some(text) => self.backend_url(&key("url"), &text),
+        };
+        // Check every field before giving up on a bad URL, so one run
+        // reports all problems.
+        let timeout = self.duration(&key("timeout"), raw.timeout, DEFAULT_BACKEND_TIMEOUT);
+        let connect_timeout = self.duration(
+            &key("connect_timeout"),
+            raw.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        );
+        let pool_max_idle = self.count(&key("pool_max_idle"), raw.pool_max_idle, 256, 0);
+        Some(Backend {
+            name,
+            url: url?,
+            timeout,
+            connect_timeout,
+            http2: raw.http2.unwrap_or(false),
+            pool_max_idle,
+        })
+    }
+
+    fn backend_url(&mut self, key: &str, text: &str) -> Option<Uri> {
+        let uri: Uri = match text.parse() {
+            Ok(uri) => uri,
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!("expected a URL like \"http://HOST:PORT\", got {text:?} ({e})"),
+                );
+                return None;
+            }
+        };
+        if uri.scheme_str() != Some("http") {
+            self.problem(key, format!("expected an http:// URL, got {text:?}"));
+            return None;
+        }
+        if uri.authority().is_none() {
+            self.problem(key, format!("expected a host and port, got {text:?}"));
+            return None;
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            self.problem(
+                key,
+                format!("expected scheme://HOST:PORT without a path (the client's path is kept), got {text:?}"),
+            );
+            return None;
+        }
+        Some(uri)
+    }
+
+    fn shadow(&mut self, raw: super::raw::RawShadow, has_candidate: bool) -> Shadow {
+        let default_percent = if has_candidate { 100.0 } else { 0.0 };
+        let percent = raw.percent.unwrap_or(default_percent);
+        let percent = if (0.0..=100.0).contains(&percent) {
+            percent
+        } else {
+            self.problem(
+                "shadow.percent",
+                format!("expected a percentage between 0 and 100, got {percent}"),
+            );
+            default_percent
+        };
+        let routes = raw
+            .routes
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match RoutePattern::parse(r) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.problem(&format!("shadow.routes[{i}]"), e);
+                    None
+                }
+            })
+            .collect();
+        let strip_headers = raw
+            .strip_headers
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(name) => Some(name),
+                Err(_) => {
+                    self.problem(
+                        &format!("shadow.strip_headers[{i}]"),
+                        format!("expected an HTTP header name, got {h:?}"),
+                    );
+                    None
+                }
+            })
+            .collect();
+        Shadow {
+            percent,
+            max_in_flight: self.count(
+                "shadow.max_in_flight",
+                raw.max_in_flight,
+                DEFAULT_SHADOW_MAX_IN_FLIGHT,
+                1,
+            ),
+            max_body_bytes: self.count(
+                "shadow.max_body_bytes",
+                raw.max_body_bytes,
+                DEFAULT_SHADOW_MAX_BODY_BYTES,
+                0,
+            ),
+            timeout: self.duration("shadow.timeout", raw.timeout, DEFAULT_SHADOW_TIMEOUT),
+            routes,
+            strip_headers,
+        }
+    }
+
+    fn compare(&mut self, raw: RawCompare) -> Option<Compare> {
+        let defaults = CompareSpec::default();
+        let format = self.keyword("compare.format", raw.format);
+        let preset = self.keyword("compare.preset", raw.preset);
+        let mode = self.keyword("compare.mode", raw.mode);
+        let spec = CompareSpec {
+            format: format.unwrap_or(defaults.format),
+            preset,
+            pointer: raw.pointer,
+            ignore: raw.ignore.unwrap_or_default(),
+            abs_tolerance: raw.abs_tolerance.unwrap_or(defaults.abs_tolerance),
+            rel_tolerance: raw.rel_tolerance.unwrap_or(defaults.rel_tolerance),
+            mode,
+            min_cosine: raw.min_cosine.unwrap_or(defaults.min_cosine),
+        };
+        let keep_mismatches = self.count(
+            "compare.keep_mismatches",
+            raw.keep_mismatches,
+            DEFAULT_KEEP_MISMATCHES,
+            0,
+        );
+        if let Err(e) = Comparator::new(&spec) {
+            // The message names the key itself; report it under that key.
+            let key = e.key().split('[').next().unwrap_or("compare").to_owned();
+            let message = e.to_string();
+            let message = message
+                .strip_prefix(e.key())
+                .unwrap_or(&message)
+                .trim_start();
+            self.problem(&key, message);
+            return None;
+        }
+        Some(Compare {
+            spec,
+            keep_mismatches,
+        })
+    }
+
+    fn rollout(&mut self, raw: RawRollout) -> Rollout {
+        let steps = raw.steps.unwrap_or_else(|| DEFAULT_STEPS.to_vec());
+        let ascending = steps.windows(2).all(|w| w[0] < w[1]);
+        let in_range = steps.iter().all(|s| *s > 0.0 && *s <= 100.0);
+        if steps.is_empty() || !ascending || !in_range {
+            self.problem(
+                "rollout.steps",
+                format!(
+                    "expected ascending candidate percentages in (0, 100], like [5, 25, 50, 100], got {steps:?}"
+                ),
+            );
+        }
+        let webhook = raw.webhook.and_then(|w| match w.parse::<Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
+            _ => {
+                self.problem(
+                    "rollout.webhook",
+                    format!("expected an http:// URL, got {w:?}"),
+                );
+                None
+            }
+        });
+        Rollout {
+            steps,
+            interval: self.duration("rollout.interval", raw.interval, DEFAULT_INTERVAL),
+            min_requests: self.count(
+                "rollout.min_requests",
+                raw.min_requests,
+                DEFAULT_MIN_REQUESTS as usize,
+                1,
+            ) as u64,
+            max_error_rate: self.rate(
+                "rollout.max_error_rate",
+                raw.max_error_rate,
+                DEFAULT_MAX_ERROR_RATE,
+            ),
+            max_latency_increase: self.non_negative(
+                "rollout.max_latency_increase",
+                raw.max_latency_increase,
+                DEFAULT_MAX_LATENCY_INCREASE,
+            ),
+            min_match_rate: self.rate(
+                "rollout.min_match_rate",
+                raw.min_match_rate,
+                DEFAULT_MIN_MATCH_RATE,
+            ),
+            state_file: PathBuf::from(raw.state_file.unwrap_or_else(|| DEFAULT_STATE_FILE.into())),
+            max_step_duration: raw
+                .max_step_duration
+                .map(|d| self.duration("rollout.max_step_duration", Some(d), DEFAULT_INTERVAL)),
+            webhook,
+        }
+    }
+
+    fn keyword<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: &str,
+        value: Option<String>,
+    ) -> Option<T> {
+        let text = value?;
+        match T::deserialize(
+            serde::de::value::StrDeserializer::<serde::de::value::Error>::new(&text),
+        ) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.problem(key, format!("{e}"));
+                None
+            }
+        }
+    }
+
+    fn socket_addr(&mut self, key: &str, value: Option<String>, default: &str) -> SocketAddr {
+        let text = value.unwrap_or_else(|| default.to_owned());
+        text.parse().unwrap_or_else(|_| {
+            self.problem(
+                key,
+                format!("expected IP:PORT like \"127.0.0.1:8080\", got {text:?}"),
+            );
+            // Safe fallback so the remaining keys are still checked.
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn duration(&mut self, key: &str, value: Option<String>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(&text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(key, format!("expected a duration above zero, got {text:?}"));
+                default
+            }
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("expected a duration with a unit like \"30s\", \"500ms\" or \"5m\", got {text:?}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, value: Option<i64>, default: usize, min: usize) -> usize {
+        let Some(v) = value else { return default };
+        match usize::try_from(v) {
+            Ok(n) if n >= min => n,
+            _ => {
+                self.problem(key, format!("expected a whole number >= {min}, got {v}"));
+                default
+            }
+        }
+    }
+
+    fn rate(&mut self, key: &str, value: Option<f64>, default: f64) -> f64 {
+        let Some(v) = value else { return default };
+        if (0.0..=1.0).contains(&v) {
+            v
+        } else {
+            self.problem(key, format!("expected a fraction between 0 and 1, got {v}"));
+            default
+        }
+    }
+
+    fn non_negative(&mut self, key: &str, value: Option<f64>, default: f64) -> f64 {
+        let Some(v) = value else { return default };
+        if v.is_finite() && v >= 0.0 {
+            v
+        } else {
+            self.problem(key, format!("expected a number >= 0, got {v}"));
+            default
+        }
+    }
+}

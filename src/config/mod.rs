@@ -1,0 +1,279 @@
+//! Configuration: the TOML file turned into validated, typed settings.
+//!
+//! Parsing happens in two passes. `raw` deserializes the file as written
+//! (unknown keys are errors); `build` checks every value and collects *all*
+//! problems, each naming its key, its line and what was expected, so one run
+//! of `understudy check` shows everything that is wrong. Nothing in this
+//! module touches the network or the data path.
+
+mod build;
+mod locate;
+mod raw;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Uri};
+
+use crate::compare::CompareSpec;
+use crate::split::StickyKey;
+
+/// The data-plane listen address when none is configured: every interface,
+/// the port most model gateways use.
+pub const DEFAULT_LISTEN_ADDR: &str = "0.0.0.0:8080";
+/// Admin stays on loopback by default: it can change traffic weights.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:9901";
+/// Upstream request timeout (time to the response head); model inference on
+/// CPU can take seconds, so this follows Envoy's generous route default.
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A healthy loopback or in-cluster connect takes microseconds; one second
+/// catches dead hosts quickly without flapping on a busy node.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Mirrors in flight at once; bounds shadow memory (each holds at most one
+/// request and one response body).
+pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: usize = 512;
+/// Inference payloads are small; larger bodies (uploads) pass through but are
+/// not held for mirroring.
+pub const DEFAULT_SHADOW_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// The shadow is not allowed to hold resources longer than this.
+pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many recent mismatches `/mismatches` keeps.
+pub const DEFAULT_KEEP_MISMATCHES: usize = 100;
+/// Grace period for in-flight requests on SIGTERM (Kubernetes' default
+/// termination grace period is 30 s; we leave it headroom to exit cleanly).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Concurrent client connections before new ones are answered 503 and
+/// closed; nginx's 512 worker_connections per worker is too low for a
+/// gateway, so we follow Envoy's practice of a high but finite limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Environment variable that may carry the admin token, so it needs not be
+/// written into the config file.
+pub const ADMIN_TOKEN_ENV: &str = "UNDERSTUDY_ADMIN_TOKEN";
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    pub admin: Admin,
+    pub stable: Backend,
+    pub candidate: Option<Backend>,
+    pub shadow: Shadow,
+    pub compare: Compare,
+    pub rollout: Option<Rollout>,
+    pub split: Split,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    /// Add `x-understudy-backend` to every response.
+    pub backend_header: bool,
+    pub drain_timeout: Duration,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub addr: SocketAddr,
+    /// Bearer token required on every admin POST when set.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// `stable` or `candidate`: used in errors and logs.
+    pub name: &'static str,
+    /// Scheme and authority of the backend; the request's path is appended.
+    pub url: Uri,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Speak HTTP/2 with prior knowledge (h2c) to this backend.
+    pub http2: bool,
+    /// Idle keep-alive connections kept per backend.
+    pub pool_max_idle: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Shadow {
+    /// Share of eligible requests mirrored, 0..=100.
+    pub percent: f64,
+    pub max_in_flight: usize,
+    pub max_body_bytes: usize,
+    pub timeout: Duration,
+    /// Only paths matching one of these are mirrored; empty means all.
+    pub routes: Vec<RoutePattern>,
+    /// Headers never sent to the shadow backend.
+    pub strip_headers: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Compare {
+    pub spec: CompareSpec,
+    pub keep_mismatches: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rollout {
+    pub steps: Vec<f64>,
+    pub interval: Duration,
+    pub min_requests: u64,
+    pub max_error_rate: f64,
+    pub max_latency_increase: f64,
+    pub min_match_rate: f64,
+    pub state_file: PathBuf,
+    pub max_step_duration: Option<Duration>,
+    pub webhook: Option<Uri>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Split {
+    pub sticky: Option<StickyKey>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    pub access: Option<AccessLogTarget>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// A path pattern for `shadow.routes`: `*` matches any run of characters
+/// within one path segment (never a `/`), so `/v2/models/*/infer` matches
+/// every model's infer route and nothing deeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePattern {
+    segments: Vec<String>,
+}
+
+impl RoutePattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        if !pattern.starts_with('/') {
+            return Err(format!(
+                "expected a path starting with '/', got {pattern:?}"
+            ));
+        }
+        Ok(Self {
+            segments: pattern.split('/').map(str::to_owned).collect(),
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        let mut parts = path.split('/');
+        for pattern in &self.segments {
+            match parts.next() {
+                Some(part) if segment_matches(pattern, part) => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
+    }
+}
+
+/// Glob match of one segment where `*` stands for any run of characters.
+fn segment_matches(pattern: &str, text: &str) -> bool {
+    let mut pieces = pattern.split('*');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let tail: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = tail.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Validates config text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let token_env = std::env::var(ADMIN_TOKEN_ENV).ok();
+        build::build(text, origin, token_env)
+    }
+
+    /// What identifies a rollout: persisted state of another pair of backends
+    /// must never be applied to this one.
+    pub fn identity(&self) -> String {
+        let candidate = self
+            .candidate
+            .as_ref()
+            .map(|c| c.url.to_string())
+            .unwrap_or_else(|| "none".into());
+        format!("stable={} candidate={}", self.stable.url, candidate)
+    }
+}
+
+/// One thing wrong with a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `rollout.max_error_rate`.
+    pub key: String,
+    /// 1-based line of the key in the file, when it is in the file.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{}", ProblemList { origin, problems })]
+    Invalid {
+        origin: String,
+        problems: Vec<Problem>,
+    },
+}
+
+struct ProblemList<'a> {
+    origin: &'a str,
+    problems: &'a [Problem],
+}
+
+impl fmt::Display for ProblemList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        write!(
+            f,
+            "{} has {count} problem{}:",
+            self.origin,
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in self.problems {
+            match problem.line {
+                Some(line) => write!(f, "\n  line {line}: {}: {}", problem.key, problem.message)?,
+                None => write!(f, "\n  {}: {}", problem.key, problem.message)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! The config file exactly as written: serde structs that mirror the TOML.
+//!
+//! Every struct denies unknown fields so a typo in a threshold fails loudly
+//! instead of silently keeping a default. Nothing here is validated; that is
+//! `build.rs`'s job, which turns these into the typed [`super::Config`].
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub backends: RawBackends,
+    #[serde(default)]
+    pub shadow: RawShadow,
+    #[serde(default)]
+    pub compare: RawCompare,
+    pub rollout: Option<RawRollout>,
+    #[serde(default)]
+    pub split: RawSplit,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub addr: Option<String>,
+    pub backend_header: Option<bool>,
+    pub drain_timeout: Option<String>,
+    pub max_connections: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub addr: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackends {
+    pub stable: Option<RawBackend>,
+    pub candidate: Option<RawBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub http2: Option<bool>,
+    pub pool_max_idle: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub percent: Option<f64>,
+    pub max_in_flight: Option<i64>,
+    pub max_body_bytes: Option<i64>,
+    pub timeout: Option<String>,
+    pub routes: Option<Vec<String>>,
+    pub strip_headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    pub format: Option<String>,
+    pub preset: Option<String>,
+    pub pointer: Option<String>,
+    pub ignore: Option<Vec<String>>,
+    pub abs_tolerance: Option<f64>,
+    pub rel_tolerance: Option<f64>,
+    pub mode: Option<String>,
+    pub min_cosine: Option<f64>,
+    pub keep_mismatches: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    pub steps: Option<Vec<f64>>,
+    pub interval: Option<String>,
+    pub min_requests: Option<i64>,
+    pub max_error_rate: Option<f64>,
+    pub max_latency_increase: Option<f64>,
+    pub min_match_rate: Option<f64>,
+    pub state_file: Option<String>,
+    pub max_step_duration: Option<String>,
+    pub webhook: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub sticky: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub access: Option<String>,
+}

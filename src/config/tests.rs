@@ -1,0 +1,171 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+[backends.stable]
+url = "http://127.0.0.1:8001"
+"#;
+
+fn problems(text: &str) -> Vec<Problem> {
+    match build::build(text, "test.toml", None) {
+        Err(ConfigError::Invalid { problems, .. }) => problems,
+        other => panic!("expected validation problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let config = build::build(MINIMAL, "t", None).unwrap();
+    assert_eq!(config.listen.addr, DEFAULT_LISTEN_ADDR.parse().unwrap());
+    assert_eq!(config.admin.addr, DEFAULT_ADMIN_ADDR.parse().unwrap());
+    assert_eq!(config.stable.timeout, DEFAULT_BACKEND_TIMEOUT);
+    assert!(config.candidate.is_none());
+    // Without a candidate there is nothing to mirror to.
+    assert_eq!(config.shadow.percent, 0.0);
+    assert!(config.rollout.is_none());
+}
+
+#[test]
+fn shadow_percent_defaults_to_100_with_a_candidate() {
+    let text = format!("{MINIMAL}\n[backends.candidate]\nurl = \"http://127.0.0.1:8002\"\n");
+    let config = build::build(&text, "t", None).unwrap();
+    assert_eq!(config.shadow.percent, 100.0);
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_it_and_its_line() {
+    let text = format!("{MINIMAL}\n[rollout]\nmax_error_rat = 0.1\n");
+    let error = build::build(&text, "t.toml", None).unwrap_err().to_string();
+    assert!(error.contains("max_error_rat"), "{error}");
+    assert!(error.contains("line 6"), "{error}");
+}
+
+#[test]
+fn every_invalid_value_is_reported_with_key_and_line() {
+    let text = r#"
+[listen]
+addr = "not-an-address"
+
+[backends.stable]
+url = "ftp://x"
+timeout = "30"
+
+[backends.candidate]
+url = "http://127.0.0.1:8002"
+
+[shadow]
+percent = 150
+max_in_flight = 0
+
+[rollout]
+max_error_rate = 1.5
+steps = [50, 25]
+"#;
+    let found = problems(text);
+    let keys: Vec<&str> = found.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "listen.addr",
+        "backends.stable.url",
+        "backends.stable.timeout",
+        "shadow.percent",
+        "shadow.max_in_flight",
+        "rollout.max_error_rate",
+        "rollout.steps",
+    ] {
+        assert!(keys.contains(&key), "missing {key} in {keys:?}");
+    }
+    let rate = found
+        .iter()
+        .find(|p| p.key == "rollout.max_error_rate")
+        .unwrap();
+    assert_eq!(rate.line, Some(17));
+    assert!(rate.message.contains("between 0 and 1"), "{}", rate.message);
+    let timeout = found
+        .iter()
+        .find(|p| p.key == "backends.stable.timeout")
+        .unwrap();
+    assert!(timeout.message.contains("unit"), "{}", timeout.message);
+}
+
+#[test]
+fn missing_stable_backend_is_reported() {
+    let found = problems("[listen]\naddr = \"127.0.0.1:0\"\n");
+    assert_eq!(found[0].key, "backends.stable");
+}
+
+#[test]
+fn admin_on_a_public_address_needs_a_token() {
+    let text = format!("{MINIMAL}\n[admin]\naddr = \"0.0.0.0:9901\"\n");
+    let found = problems(&text);
+    assert_eq!(found[0].key, "admin.addr");
+    assert!(
+        found[0].message.contains("admin.token"),
+        "{}",
+        found[0].message
+    );
+    // The environment variable counts as a token.
+    assert!(build::build(&text, "t", Some("s3cret".into())).is_ok());
+    let with_token = format!("{text}token = \"s3cret\"\n");
+    assert!(build::build(&with_token, "t", None).is_ok());
+}
+
+#[test]
+fn a_rollout_needs_a_candidate() {
+    let text = format!("{MINIMAL}\n[rollout]\n");
+    assert_eq!(problems(&text)[0].key, "rollout");
+}
+
+#[test]
+fn compare_errors_name_the_compare_key() {
+    let text = format!("{MINIMAL}\n[compare]\npointer = \"predictions\"\n");
+    let found = problems(&text);
+    assert_eq!(found[0].key, "compare.pointer");
+    assert_eq!(found[0].line, Some(6));
+}
+
+#[test]
+fn compare_keywords_are_checked() {
+    let text = format!("{MINIMAL}\n[compare]\nmode = \"fuzzy\"\n");
+    let found = problems(&text);
+    assert_eq!(found[0].key, "compare.mode");
+    assert!(found[0].message.contains("fuzzy"), "{}", found[0].message);
+}
+
+#[test]
+fn sticky_key_must_name_header_or_cookie() {
+    let text = format!("{MINIMAL}\n[split]\nsticky = \"query:user\"\n");
+    assert_eq!(problems(&text)[0].key, "split.sticky");
+}
+
+#[test]
+fn backend_url_with_a_path_is_rejected() {
+    let text = "[backends.stable]\nurl = \"http://127.0.0.1:8001/v1\"\n";
+    let found = problems(text);
+    assert_eq!(found[0].key, "backends.stable.url");
+    assert!(found[0].message.contains("without a path"));
+}
+
+#[test]
+fn route_patterns_match_one_segment_per_star() {
+    let p = RoutePattern::parse("/v2/models/*/infer").unwrap();
+    assert!(p.matches("/v2/models/iris/infer"));
+    assert!(!p.matches("/v2/models/iris/versions/1/infer"));
+    assert!(!p.matches("/v2/models/iris/infer/x"));
+    assert!(!p.matches("/v2/models/iris"));
+    let prefix = RoutePattern::parse("/v1/models/*:predict").unwrap();
+    assert!(prefix.matches("/v1/models/resnet:predict"));
+    assert!(!prefix.matches("/v1/models/resnet:classify"));
+    assert!(RoutePattern::parse("v2/*").is_err());
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    for file in ["understudy.toml", "kserve-v2.toml"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = build::build(&text, file, Some("example-token".into())) {
+            panic!("{file}: {e}");
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The proxy's own errors, and the one place that maps them to a status.
+//!
+//! Every error says who is at fault. Only the serving backend's failures can
+//! reach a client; shadow failures are counted outcomes (see `mirror`), never
+//! errors here.
+
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::upstream::UpstreamError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The serving backend could not be reached or broke the exchange.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The proxy is at its limits (connections or queue).
+    #[error("overloaded")]
+    Overloaded,
+}
+
+/// Who caused an error: decides whether it is the client's or ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Backend,
+    Internal,
+}
+
+impl ProxyError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::Upstream(_) => Fault::Backend,
+            ProxyError::Overloaded => Fault::Internal,
+        }
+    }
+
+    /// The status the client sees: 504 when the backend was too slow, 502
+    /// when it was unreachable or answered garbage, 503 when we are full.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The JSON body: `{"error": "...", "backend": "stable"}`. The message
+    /// is short and fixed per kind; details go to the log, not the client.
+    pub fn body(&self, backend: &str) -> Bytes {
+        let message = match self {
+            ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out",
+            ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable",
+            ProxyError::Upstream(UpstreamError::Protocol { .. }) => "upstream failed",
+            ProxyError::Overloaded => "overloaded",
+        };
+        Bytes::from(serde_json::json!({ "error": message, "backend": backend }).to_string())
+    }
+}

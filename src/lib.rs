@@ -1,0 +1,42 @@
+//! understudy: a shadow-traffic reverse proxy for ML model rollouts.
+//!
+//! Modules follow a request's path:
+//!
+//! * [`listener`] accepts client connections (HTTP/1.1 and h2c) and hands
+//!   each request to [`proxy`], which picks the serving backend with
+//!   [`split`] (weights published by [`rollout`] through [`routing`]),
+//!   forwards through [`upstream`] pools, streams the answer back and tees
+//!   capped copies of both bodies.
+//! * [`mirror`] replays the copy to the other backend off the client's
+//!   path, then [`compare`]s the two answers the way ML needs.
+//! * [`stats`] owns every counter and histogram (fed by a channel), and
+//!   [`telemetry`] exports them to Prometheus; [`admin`] serves metrics,
+//!   [`status`] JSON and rollout control on a separate port.
+//! * [`rollout`] judges each step on the stats' window and moves the weight;
+//!   [`config`] validates the TOML; [`server`] wires it all together and
+//!   shuts it down in order; [`error`] maps the proxy's own failures to
+//!   status codes.
+//! * [`cli`], [`demo`] and [`toy`] (built-in model servers) serve the binary.
+//!
+//! `compare`, `split`, `stats::window` and the rollout judge import nothing
+//! of the proxy: they are pure and reused by validation runs.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod compare;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod listener;
+pub mod mirror;
+pub mod proxy;
+pub mod rollout;
+pub mod routing;
+pub mod server;
+pub mod split;
+pub mod stats;
+pub mod status;
+pub mod telemetry;
+pub mod toy;
+pub mod upstream;

@@ -1,0 +1,87 @@
+//! The `understudy` binary: parse arguments, run the command, map the
+//! outcome to an exit code. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use understudy::cli::{self, Cli, Command};
+use understudy::config::Config;
+use understudy::server::{self, StartOptions};
+use understudy::telemetry::init_tracing;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    if let Command::Check { config } = &cli.command {
+        return cli::check(config);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run {
+            config,
+            reset_state,
+        } => run(&config, reset_state).await,
+        Command::Check { config } => Ok(cli::check(&config)),
+        Command::Status { admin, json } => Ok(cli::status(&admin, json).await?),
+        Command::Rollout {
+            action,
+            admin,
+            token,
+        } => Ok(cli::rollout(&admin, &action, token).await?),
+        Command::Demo { duration } => Ok(understudy::demo::run(duration).await?),
+    }
+}
+
+async fn run(path: &Path, reset_state: bool) -> anyhow::Result<ExitCode> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let config = Config::load(path)?;
+    let mut running = server::start(config, StartOptions { reset_state })
+        .await
+        .context("cannot start understudy")?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+            _ = hangup.recv() => {
+                let outcome = match Config::load(path) {
+                    Ok(config) => running.reload(config),
+                    Err(error) => {
+                        running.reject_reload();
+                        Err(error.to_string())
+                    }
+                };
+                match outcome {
+                    Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
+                    Err(reason) => tracing::error!(path = %path.display(), %reason, "config reload rejected; keeping the running config"),
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

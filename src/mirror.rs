@@ -1,0 +1,275 @@
+//! Mirroring: sends a copy of a request to the other backend and compares
+//! the two answers, entirely off the client's path.
+//!
+//! A mirror holds one permit of a fixed pool (`shadow.max_in_flight`) for its
+//! whole life; when none is free the mirror is dropped and counted, so the
+//! shadow's memory and connections stay bounded however slow or broken the
+//! shadow backend is. A mirror's failure is an outcome and a counter — it
+//! must never surface as a client error or delay a client response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body_util::{BodyExt, Full};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::time::Instant;
+
+use crate::compare::{Comparator, Observed, Outcome};
+use crate::proxy::body::Captured;
+use crate::split::Backend;
+use crate::stats::{Event, FailureKind, MismatchRecord, Role, ShadowResult, StatsHandle, unix_ms};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// What the serving backend answered, as the data path saw it.
+#[derive(Debug)]
+pub enum Served {
+    /// No response head (the client got a 502/504).
+    Failed,
+    Response {
+        status: u16,
+        /// The capped copy of the response body, once the client has it.
+        body: oneshot::Receiver<Captured>,
+    },
+}
+
+/// One mirrored request, handed over by the data path.
+pub struct MirrorJob {
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub path_and_query: Option<PathAndQuery>,
+    /// Headers for the shadow request (already stripped and marked).
+    pub headers: HeaderMap,
+    /// Which backend served the client; the other one shadows.
+    pub serving: Backend,
+    pub target: Arc<Upstream<Full<Bytes>>>,
+    pub comparator: Arc<Comparator>,
+    /// Cap on the shadow response body kept for comparison.
+    pub max_body_bytes: usize,
+    /// Limit on the whole shadow exchange.
+    pub timeout: Duration,
+    /// How long to wait for the serving side's body before giving up on
+    /// comparing.
+    pub served_timeout: Duration,
+}
+
+/// What the data path delivers to a running mirror later.
+pub struct Pending {
+    /// The captured request body, when the client has sent all of it.
+    pub request_body: oneshot::Receiver<Captured>,
+    pub served: oneshot::Receiver<Served>,
+}
+
+/// The bounded pool of in-flight mirrors.
+pub struct Mirror {
+    permits: ArcSwap<Semaphore>,
+    stats: StatsHandle,
+}
+
+impl Mirror {
+    pub fn new(max_in_flight: usize, stats: StatsHandle) -> Self {
+        Self {
+            permits: ArcSwap::from_pointee(Semaphore::new(max_in_flight)),
+            stats,
+        }
+    }
+
+    /// Resizes the pool; mirrors holding permits of the old pool finish
+    /// normally.
+    pub fn resize(&self, max_in_flight: usize) {
+        self.permits.store(Arc::new(Semaphore::new(max_in_flight)));
+    }
+
+    /// A permit when fewer than `max_in_flight` mirrors run, else `None`.
+    pub fn try_reserve(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.load_full().try_acquire_owned().ok()
+    }
+
+    /// Mirrors currently holding a permit of the current pool.
+    pub fn in_flight(&self, max_in_flight: usize) -> usize {
+        max_in_flight.saturating_sub(self.permits.load().available_permits())
+    }
+
+    /// Starts the mirror in the background; returns at once.
+    pub fn spawn(&self, job: MirrorJob, pending: Pending, permit: OwnedSemaphorePermit) {
+        let stats = self.stats.clone();
+        tokio::spawn(async move {
+            run(job, pending, &stats).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
+    let body = match pending.request_body.await {
+        Ok(Captured::Complete(body)) => body,
+        // Too large, or never fully received (client aborted, serving
+        // backend failed before reading it): there is nothing to replay.
+        Ok(Captured::Overflow) | Err(_) => {
+            stats.record(Event::Shadow(ShadowResult::SkippedBody));
+            return;
+        }
+    };
+    let shadow_backend = job.serving.other();
+    let shadow = send(&job, body, shadow_backend, stats).await;
+    let served = wait_served(pending.served, job.served_timeout).await;
+    let (stable, candidate) = match job.serving {
+        Backend::Stable => (served.observed(), shadow.observed()),
+        Backend::Candidate => (shadow.observed(), served.observed()),
+    };
+    let comparison = match (&stable, &candidate) {
+        (Some(stable), Some(candidate)) => job.comparator.compare(stable, candidate),
+        // The serving side's body never completed: nothing to compare.
+        _ => {
+            stats.record(Event::Compared {
+                outcome: Outcome::Uncomparable,
+                elements: Default::default(),
+                mismatch: None,
+            });
+            return;
+        }
+    };
+    let mismatch = comparison.difference.map(|difference| {
+        Box::new(MismatchRecord {
+            at_ms: unix_ms(),
+            request_id: String::from_utf8_lossy(job.request_id.as_bytes()).into_owned(),
+            method: job.method.to_string(),
+            path: job
+                .path_and_query
+                .as_ref()
+                .map(|p| p.path().to_owned())
+                .unwrap_or_else(|| "/".into()),
+            difference,
+        })
+    });
+    stats.record(Event::Compared {
+        outcome: comparison.outcome,
+        elements: comparison.elements,
+        mismatch,
+    });
+}
+
+/// A backend's answer with its body collected (up to a cap).
+enum Answer {
+    Failed,
+    Response {
+        status: u16,
+        body: Bytes,
+        truncated: bool,
+    },
+    /// The exchange broke off on the serving side (client went away).
+    Unknown,
+}
+
+impl Answer {
+    fn observed(&self) -> Option<Observed<'_>> {
+        match self {
+            Answer::Failed => Some(Observed::Failed),
+            Answer::Response {
+                status,
+                body,
+                truncated,
+            } => Some(Observed::Response {
+                status: *status,
+                body,
+                truncated: *truncated,
+            }),
+            Answer::Unknown => None,
+        }
+    }
+}
+
+async fn send(job: &MirrorJob, body: Bytes, backend: Backend, stats: &StatsHandle) -> Answer {
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = job.method.clone();
+    *request.uri_mut() = job.target.uri_for(job.path_and_query.as_ref());
+    *request.headers_mut() = job.headers.clone();
+    *request.version_mut() = job.target.version();
+    let started = Instant::now();
+    let deadline = started + job.timeout;
+    let failure = |kind| Event::Failure {
+        backend,
+        role: Role::Shadow,
+        kind,
+        latency: started.elapsed(),
+    };
+    let response = match job.target.send(request, job.timeout).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(request_id = ?job.request_id, error = %e, "shadow request failed");
+            let kind = match e {
+                UpstreamError::Connect { .. } => FailureKind::Connect,
+                UpstreamError::Timeout { .. } => FailureKind::Timeout,
+                UpstreamError::Protocol { .. } => FailureKind::Protocol,
+            };
+            stats.record(failure(kind));
+            stats.record(Event::Shadow(ShadowResult::Error));
+            return Answer::Failed;
+        }
+    };
+    let status = response.status().as_u16();
+    stats.record(Event::Response {
+        backend,
+        role: Role::Shadow,
+        status,
+        latency: started.elapsed(),
+    });
+    let mut body = response.into_body();
+    let mut collected = BytesMut::new();
+    let mut truncated = false;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    if collected.len() + data.len() > job.max_body_bytes {
+                        // Stop reading: the copy is uncomparable anyway, and
+                        // dropping the body closes the connection.
+                        truncated = true;
+                        break;
+                    }
+                    collected.extend_from_slice(data);
+                }
+            }
+            Ok(None) => break,
+            Ok(Some(Err(_))) | Err(_) => {
+                stats.record(failure(FailureKind::Body));
+                stats.record(Event::Shadow(ShadowResult::Error));
+                return Answer::Failed;
+            }
+        }
+    }
+    stats.record(Event::Shadow(ShadowResult::Sent));
+    Answer::Response {
+        status,
+        body: collected.freeze(),
+        truncated,
+    }
+}
+
+async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answer {
+    let wait = async {
+        match served.await {
+            Ok(Served::Failed) => Answer::Failed,
+            Ok(Served::Response { status, body }) => match body.await {
+                Ok(Captured::Complete(body)) => Answer::Response {
+                    status,
+                    body,
+                    truncated: false,
+                },
+                Ok(Captured::Overflow) => Answer::Response {
+                    status,
+                    body: Bytes::new(),
+                    truncated: true,
+                },
+                Err(_) => Answer::Unknown,
+            },
+            Err(_) => Answer::Unknown,
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .unwrap_or(Answer::Unknown)
+}

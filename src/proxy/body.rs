@@ -1,0 +1,214 @@
+//! Bodies that stream through the proxy while keeping a capped copy.
+//!
+//! [`TeeBody`] passes every frame on as it arrives (nothing is held back
+//! from the peer) and, when capturing, keeps the data frames until the cap;
+//! the finished copy is handed over once, through a oneshot, when the
+//! stream ends. Past the cap the copy is dropped at once and `Overflow` is
+//! sent, so a 100 MB upload costs no more memory than a small one. A body
+//! that errors or is dropped before its end sends nothing: the receiver
+//! sees the channel closed.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::oneshot;
+
+/// The copy of a body, once the stream has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Captured {
+    Complete(Bytes),
+    /// The body was larger than the cap; no copy was kept.
+    Overflow,
+}
+
+/// Collects data frames up to a cap.
+struct Capture {
+    chunks: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    done: oneshot::Sender<Captured>,
+}
+
+impl Capture {
+    /// Adds a chunk; returns `false` (after reporting overflow) once the
+    /// body no longer fits.
+    fn push(self, chunk: &Bytes) -> Option<Self> {
+        let mut this = self;
+        this.len += chunk.len();
+        if this.len > this.limit {
+            let _ = this.done.send(Captured::Overflow);
+            return None;
+        }
+        if !chunk.is_empty() {
+            this.chunks.push(chunk.clone());
+        }
+        Some(this)
+    }
+
+    fn finish(self) {
+        let bytes = match self.chunks.len() {
+            0 => Bytes::new(),
+            // One chunk (the common case for JSON inference) needs no copy.
+            1 => self.chunks.into_iter().next().unwrap_or_default(),
+            _ => {
+                let mut buf = BytesMut::with_capacity(self.len);
+                for chunk in &self.chunks {
+                    buf.extend_from_slice(chunk);
+                }
+                buf.freeze()
+            }
+        };
+        let _ = self.done.send(Captured::Complete(bytes));
+    }
+}
+
+/// A body that forwards `inner` and optionally captures a copy.
+pub struct TeeBody<B> {
+    inner: B,
+    capture: Option<Capture>,
+}
+
+impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
+    /// Forwards `inner` without capturing.
+    pub fn passthrough(inner: B) -> Self {
+        Self {
+            inner,
+            capture: None,
+        }
+    }
+
+    /// Forwards `inner` and captures up to `limit` bytes, delivered on the
+    /// returned receiver when the body ends.
+    pub fn capturing(inner: B, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
+        let (done, receiver) = oneshot::channel();
+        let capture = Capture {
+            chunks: Vec::new(),
+            len: 0,
+            limit,
+            done,
+        };
+        let mut body = Self {
+            inner,
+            capture: Some(capture),
+        };
+        // An empty body may never be polled; finish it now.
+        if body.inner.is_end_stream() {
+            body.finish();
+        }
+        (body, receiver)
+    }
+
+    fn finish(&mut self) {
+        if let Some(capture) = self.capture.take() {
+            capture.finish();
+        }
+    }
+}
+
+impl<B> Body for TeeBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.take()) {
+                    this.capture = capture.push(data);
+                }
+                // Length-delimited bodies are not polled past their last
+                // frame, so the end must be noticed here.
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            None => this.finish(),
+            // The copy is incomplete: drop it, the receiver sees "closed".
+            Some(Err(_)) => this.capture = None,
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+
+    /// A body of several data frames, as a chunked upload arrives.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    fn chunks(parts: &[&'static str]) -> Chunks {
+        Chunks(
+            parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
+        )
+    }
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test]
+    async fn concatenates_chunks_of_a_streamed_body() {
+        let (body, copy) = TeeBody::capturing(chunks(&["{\"a\":", "[1,2]", "}"]), 64);
+        let forwarded = body.collect().await.unwrap().to_bytes();
+        assert_eq!(forwarded, Bytes::from_static(b"{\"a\":[1,2]}"));
+        assert_eq!(copy.await.unwrap(), Captured::Complete(forwarded));
+    }
+
+    #[tokio::test]
+    async fn captures_a_small_body_and_forwards_it_unchanged() {
+        let (body, copy) = TeeBody::capturing(Full::new(Bytes::from_static(b"{\"x\":1}")), 64);
+        let forwarded = body.collect().await.unwrap().to_bytes();
+        assert_eq!(forwarded, Bytes::from_static(b"{\"x\":1}"));
+        assert_eq!(copy.await.unwrap(), Captured::Complete(forwarded));
+    }
+
+    #[tokio::test]
+    async fn empty_body_completes_without_being_polled() {
+        let (_body, copy) = TeeBody::capturing(Full::new(Bytes::new()), 64);
+        assert_eq!(copy.await.unwrap(), Captured::Complete(Bytes::new()));
+    }
+
+    #[tokio::test]
+    async fn body_over_the_cap_reports_overflow_but_still_streams() {
+        let data = Bytes::from(vec![7u8; 100]);
+        let (body, copy) = TeeBody::capturing(Full::new(data.clone()), 99);
+        assert_eq!(body.collect().await.unwrap().to_bytes(), data);
+        assert_eq!(copy.await.unwrap(), Captured::Overflow);
+    }
+
+    #[tokio::test]
+    async fn dropped_body_closes_the_channel() {
+        let (body, copy) = TeeBody::capturing(chunks(&["a", "b"]), 64);
+        drop(body);
+        assert!(copy.await.is_err());
+    }
+}

@@ -1,0 +1,145 @@
+//! Header rewriting at the proxy boundary (RFC 9110 §7.6.1).
+//!
+//! Hop-by-hop headers describe one connection and must not travel to the
+//! next hop, in either direction; `x-forwarded-*` tell the backend who the
+//! client was. Nothing here allocates unless a header must be added.
+
+use std::net::IpAddr;
+
+use http::header::{
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRANSFER_ENCODING, UPGRADE,
+};
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_UNDERSTUDY_BACKEND: HeaderName = HeaderName::from_static("x-understudy-backend");
+pub static X_UNDERSTUDY_SHADOW: HeaderName = HeaderName::from_static("x-understudy-shadow");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes hop-by-hop headers: the fixed list, plus every header the
+/// `Connection` header names. `TE: trailers` survives, because gRPC needs
+/// the backend to know the client accepts trailers.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if name != TE {
+            headers.remove(&name);
+        }
+    }
+    for name in [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHENTICATE,
+        &PROXY_AUTHORIZATION,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers = headers.get_all(TE).iter().any(|v| {
+        v.to_str().is_ok_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    headers.remove(TE);
+    if te_trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Prepares a client's request headers for a backend: hop-by-hop removed,
+/// `x-forwarded-for` extended with the peer, `-proto` set to the scheme the
+/// client used, `-host` set to the Host the client asked for, and the Host
+/// itself dropped so the client sets the backend's own authority.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    proto: &'static str,
+    authority: Option<&str>,
+) {
+    remove_hop_by_hop(headers);
+    let host = headers
+        .remove(HOST)
+        .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {peer}"),
+        None => peer.to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+}
+
+/// Prepares a backend's response headers for the client.
+pub fn prepare_response(headers: &mut HeaderMap) {
+    remove_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = headers(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("content-type", "application/json"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "left: {h:?}");
+        assert_eq!(h["content-type"], "application/json");
+    }
+
+    #[test]
+    fn te_trailers_survives_for_grpc() {
+        let mut h = headers(&[("te", "gzip, trailers")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h["te"], "trailers");
+        let mut h = headers(&[("te", "gzip")]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_extend_the_chain() {
+        let mut h = headers(&[("host", "api.example"), ("x-forwarded-for", "10.0.0.1")]);
+        prepare_request(&mut h, "192.0.2.7".parse().unwrap(), "http", None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "api.example");
+        assert!(h.get("host").is_none());
+    }
+}

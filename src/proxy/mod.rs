@@ -1,0 +1,355 @@
+//! Forwarding: answers each client from the serving backend and hands a
+//! copy to `mirror`.
+//!
+//! The serving response streams to the client as it arrives; when the
+//! request is mirrored, both bodies are tee'd into capped copies on the way.
+//! Nothing here ever waits for the shadow: the mirror is spawned before the
+//! serving request is sent and only ever *receives* from this path.
+
+pub mod body;
+pub mod headers;
+pub mod response;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::compare::Comparator;
+use crate::config::{self, Config};
+use crate::error::ProxyError;
+use crate::mirror::{Mirror, MirrorJob, Pending, Served};
+use crate::routing::Routing;
+use crate::split::{self, Backend, StickyKey};
+use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
+use crate::upstream::{Upstream, UpstreamError};
+use body::TeeBody;
+use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
+pub use response::ProxyBody;
+
+/// Settings that a config reload replaces at once.
+pub struct Settings {
+    pub shadow: config::Shadow,
+    pub comparator: Arc<Comparator>,
+    pub backend_header: bool,
+    pub sticky: Option<StickyKey>,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Result<Self, crate::compare::SpecError> {
+        Ok(Self {
+            shadow: config.shadow.clone(),
+            comparator: Arc::new(Comparator::new(&config.compare.spec)?),
+            backend_header: config.listen.backend_header,
+            sticky: config.split.sticky.clone(),
+        })
+    }
+}
+
+/// One backend's two pools: serving and shadowing.
+struct Pools {
+    serve: Upstream<TeeBody<Incoming>>,
+    shadow: Arc<Upstream<Full<Bytes>>>,
+}
+
+impl Pools {
+    fn new(backend: &config::Backend) -> Self {
+        Self {
+            serve: Upstream::new(backend),
+            shadow: Arc::new(Upstream::new(backend)),
+        }
+    }
+}
+
+/// The request handler shared by all connections.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    stable: Pools,
+    candidate: Option<Pools>,
+    settings: ArcSwap<Settings>,
+    routing: Arc<Routing>,
+    mirror: Mirror,
+    stats: StatsHandle,
+    request_ids: RequestIds,
+}
+
+/// Decides what happens to a copy of this request.
+enum MirrorPlan {
+    None,
+    Skip(ShadowResult),
+    Go(tokio::sync::OwnedSemaphorePermit),
+}
+
+impl Proxy {
+    pub fn new(
+        config: &Config,
+        settings: Settings,
+        routing: Arc<Routing>,
+        stats: StatsHandle,
+    ) -> Self {
+        let mirror = Mirror::new(config.shadow.max_in_flight, stats.clone());
+        Self {
+            inner: Arc::new(Inner {
+                stable: Pools::new(&config.stable),
+                candidate: config.candidate.as_ref().map(Pools::new),
+                settings: ArcSwap::from_pointee(settings),
+                routing,
+                mirror,
+                stats,
+                request_ids: RequestIds::new(),
+            }),
+        }
+    }
+
+    /// Applies reloaded settings to the next request.
+    pub fn update_settings(&self, settings: Settings) {
+        let old = self.inner.settings.load();
+        if old.shadow.max_in_flight != settings.shadow.max_in_flight {
+            self.inner.mirror.resize(settings.shadow.max_in_flight);
+        }
+        self.inner.settings.store(Arc::new(settings));
+    }
+
+    /// Mirrors currently in flight.
+    pub fn mirrors_in_flight(&self) -> usize {
+        let max = self.inner.settings.load().shadow.max_in_flight;
+        self.inner.mirror.in_flight(max)
+    }
+
+    /// Serves one client request.
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<ProxyBody> {
+        let inner = &*self.inner;
+        let settings = inner.settings.load();
+        let (mut parts, body) = request.into_parts();
+
+        let request_id = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => id.clone(),
+            None => {
+                let id = inner.request_ids.next();
+                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
+                id
+            }
+        };
+        let serving = match &inner.candidate {
+            Some(_) => {
+                let key = settings
+                    .sticky
+                    .as_ref()
+                    .and_then(|k| k.extract(&parts.headers));
+                split::choose(inner.routing.weight_bp(), key)
+            }
+            None => Backend::Stable,
+        };
+        let (pools, other) = match serving {
+            Backend::Stable => (&inner.stable, inner.candidate.as_ref()),
+            Backend::Candidate => (
+                inner
+                    .candidate
+                    .as_ref()
+                    .expect("candidate chosen only when configured"),
+                Some(&inner.stable),
+            ),
+        };
+
+        let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+        headers::prepare_request(&mut parts.headers, peer.ip(), scheme, authority.as_deref());
+        let client_version = parts.version;
+
+        let plan = self.plan_mirror(&settings, &parts, other.is_some());
+        let (body, mirror_channels) = match plan {
+            MirrorPlan::Go(permit) => {
+                let (body, request_copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                let (served_tx, served_rx) = oneshot::channel();
+                let mut shadow_headers = parts.headers.clone();
+                for name in &settings.shadow.strip_headers {
+                    shadow_headers.remove(name);
+                }
+                shadow_headers.insert(X_UNDERSTUDY_SHADOW.clone(), HeaderValue::from_static("1"));
+                let target = other.expect("mirror planned only with another backend");
+                inner.mirror.spawn(
+                    MirrorJob {
+                        request_id: request_id.clone(),
+                        method: parts.method.clone(),
+                        path_and_query: parts.uri.path_and_query().cloned(),
+                        headers: shadow_headers,
+                        serving,
+                        target: target.shadow.clone(),
+                        comparator: settings.comparator.clone(),
+                        max_body_bytes: settings.shadow.max_body_bytes,
+                        timeout: settings.shadow.timeout,
+                        served_timeout: pools.serve.timeout() + settings.shadow.timeout,
+                    },
+                    Pending {
+                        request_body: request_copy,
+                        served: served_rx,
+                    },
+                    permit,
+                );
+                (body, Some(served_tx))
+            }
+            MirrorPlan::Skip(result) => {
+                inner.stats.record(Event::Shadow(result));
+                (TeeBody::passthrough(body), None)
+            }
+            MirrorPlan::None => (TeeBody::passthrough(body), None),
+        };
+
+        parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
+        parts.version = pools.serve.version();
+        let upstream_request = Request::from_parts(parts, body);
+        let started = Instant::now();
+        let result = pools
+            .serve
+            .send(upstream_request, pools.serve.timeout())
+            .await;
+        let latency = started.elapsed();
+
+        match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                inner.stats.record(Event::Response {
+                    backend: serving,
+                    role: Role::Serve,
+                    status: parts.status.as_u16(),
+                    latency,
+                });
+                headers::prepare_response(&mut parts.headers);
+                if settings.backend_header {
+                    parts.headers.insert(
+                        X_UNDERSTUDY_BACKEND.clone(),
+                        HeaderValue::from_static(serving.as_str()),
+                    );
+                }
+                parts.version = client_version;
+                let body = match mirror_channels {
+                    Some(served) => {
+                        let (body, copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                        let _ = served.send(Served::Response {
+                            status: parts.status.as_u16(),
+                            body: copy,
+                        });
+                        body
+                    }
+                    None => TeeBody::passthrough(body),
+                };
+                let body = ProxyBody::upstream(body, inner.stats.clone(), serving, started);
+                Response::from_parts(parts, body)
+            }
+            Err(error) => {
+                if let Some(served) = mirror_channels {
+                    let _ = served.send(Served::Failed);
+                }
+                let kind = match &error {
+                    UpstreamError::Connect { .. } => FailureKind::Connect,
+                    UpstreamError::Timeout { .. } => FailureKind::Timeout,
+                    UpstreamError::Protocol { .. } => FailureKind::Protocol,
+                };
+                inner.stats.record(Event::Failure {
+                    backend: serving,
+                    role: Role::Serve,
+                    kind,
+                    latency,
+                });
+                tracing::warn!(request_id = ?request_id, %error, "serving backend failed");
+                let error = ProxyError::from(error);
+                error_response(
+                    &error,
+                    serving.as_str(),
+                    &request_id,
+                    settings.backend_header,
+                )
+            }
+        }
+    }
+
+    fn plan_mirror(
+        &self,
+        settings: &Settings,
+        parts: &http::request::Parts,
+        has_other: bool,
+    ) -> MirrorPlan {
+        let shadow = &settings.shadow;
+        if !has_other || shadow.percent <= 0.0 || !self.inner.routing.mirroring() {
+            return MirrorPlan::None;
+        }
+        if !shadow.routes.is_empty() && !shadow.routes.iter().any(|r| r.matches(parts.uri.path())) {
+            return MirrorPlan::Skip(ShadowResult::SkippedRoute);
+        }
+        if shadow.percent < 100.0 && rand::random::<f64>() * 100.0 >= shadow.percent {
+            return MirrorPlan::None;
+        }
+        let declared_length = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared_length.is_some_and(|len| len > shadow.max_body_bytes as u64) {
+            return MirrorPlan::Skip(ShadowResult::SkippedBody);
+        }
+        match self.inner.mirror.try_reserve() {
+            Some(permit) => MirrorPlan::Go(permit),
+            None => MirrorPlan::Skip(ShadowResult::DroppedOverload),
+        }
+    }
+}
+
+/// A response of the proxy's own, as SPEC §4 describes.
+pub fn error_response(
+    error: &ProxyError,
+    backend: &str,
+    request_id: &HeaderValue,
+    backend_header: bool,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::local(error.body(backend)));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if backend_header && let Ok(value) = HeaderValue::from_str(backend) {
+        headers.insert(X_UNDERSTUDY_BACKEND.clone(), value);
+    }
+    response
+}
+
+/// Request ids for requests that arrive without one: a random per-process
+/// prefix and a counter, unique across restarts and replicas without a
+/// random draw per request.
+struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: rand::random(),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:016x}-{n:x}", self.prefix))
+            .expect("hex digits and a dash are a valid header value")
+    }
+}

@@ -1,0 +1,108 @@
+//! The body the proxy sends to clients: a backend's streamed body, or a
+//! small body of the proxy's own (errors).
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::TeeBody;
+use crate::split::Backend;
+use crate::stats::{Event, FailureKind, Role, StatsHandle};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reports a serving body that broke off after its head was sent.
+struct BodyFailure {
+    stats: StatsHandle,
+    backend: Backend,
+    started: Instant,
+}
+
+enum Kind {
+    Upstream {
+        body: TeeBody<Incoming>,
+        failure: Option<BodyFailure>,
+    },
+    Local(Full<Bytes>),
+}
+
+/// Response body to the client.
+pub struct ProxyBody {
+    kind: Kind,
+}
+
+impl ProxyBody {
+    pub fn upstream(
+        body: TeeBody<Incoming>,
+        stats: StatsHandle,
+        backend: Backend,
+        started: Instant,
+    ) -> Self {
+        Self {
+            kind: Kind::Upstream {
+                body,
+                failure: Some(BodyFailure {
+                    stats,
+                    backend,
+                    started,
+                }),
+            },
+        }
+    }
+
+    pub fn local(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Local(Full::new(bytes)),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Upstream { body, failure } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Err(error)) = &frame
+                    && let Some(f) = failure.take()
+                {
+                    tracing::warn!(backend = f.backend.as_str(), %error, "response body broke off");
+                    f.stats.record(Event::Failure {
+                        backend: f.backend,
+                        role: Role::Serve,
+                        kind: FailureKind::Body,
+                        latency: f.started.elapsed(),
+                    });
+                }
+                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+            }
+            Kind::Local(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|never| match never {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Local(full) => full.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Local(full) => full.size_hint(),
+        }
+    }
+}

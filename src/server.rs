@@ -1,0 +1,207 @@
+//! The composition root: builds every part from a config, spawns the
+//! background tasks in one place, and shuts them down in order.
+//!
+//! Order matters on shutdown: stop accepting and drain client requests
+//! first (their mirrors and stats still flow), then persist rollout state,
+//! then stop the admin listener and the stats task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AdminListener, AdminState};
+use crate::config::Config;
+use crate::listener::{self, DataListener};
+use crate::proxy::{Proxy, Settings};
+use crate::rollout::{self, RolloutHandle};
+use crate::routing::Routing;
+use crate::stats::{self, StatsHandle};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Bind(#[from] std::io::Error),
+    #[error("invalid compare settings: {0}")]
+    Compare(#[from] crate::compare::SpecError),
+    #[error(transparent)]
+    Rollout(#[from] rollout::RolloutStartError),
+}
+
+/// Options that are not part of the config file.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Discard a persisted rollout state instead of resuming it.
+    pub reset_state: bool,
+}
+
+/// A running proxy.
+pub struct Running {
+    pub data_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    proxy: Proxy,
+    stats: StatsHandle,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    rollout: Option<RolloutHandle>,
+    listener_shutdown: CancellationToken,
+    background_shutdown: CancellationToken,
+    listener_task: JoinHandle<()>,
+    background_tasks: Vec<JoinHandle<()>>,
+    config: Config,
+}
+
+/// Starts the proxy: binds both listeners and spawns every task.
+pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
+    let settings = Settings::from_config(&config)?;
+    let (stats, stats_task) = stats::channel(metrics.clone(), config.compare.keep_mismatches);
+    let routing = Arc::new(Routing::new(0, true));
+    let background_shutdown = CancellationToken::new();
+    let mut background_tasks = vec![tokio::spawn(stats_task.run(background_shutdown.clone()))];
+
+    let rollout = match &config.rollout {
+        Some(_) => {
+            let (handle, task) = rollout::start(
+                &config,
+                options.reset_state,
+                routing.clone(),
+                stats.clone(),
+                metrics.clone(),
+            )?;
+            background_tasks.push(tokio::spawn(task.run(background_shutdown.clone())));
+            Some(handle)
+        }
+        None => {
+            metrics.set_phase("shadow");
+            None
+        }
+    };
+
+    let proxy = Proxy::new(&config, settings, routing, stats.clone());
+    let data = listener::bind(config.listen.addr).await?;
+    let admin = listener::bind(config.admin.addr).await?;
+    let data_addr = data.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let admin_state = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        stats: stats.clone(),
+        proxy: proxy.clone(),
+        ready: ready.clone(),
+        token: config.admin.token.clone(),
+        rollout: rollout.clone(),
+        stable_url: config.stable.url.to_string(),
+        candidate_url: config.candidate.as_ref().map(|c| c.url.to_string()),
+    });
+    background_tasks.push(tokio::spawn(
+        AdminListener {
+            listener: admin,
+            state: admin_state,
+        }
+        .run(background_shutdown.clone()),
+    ));
+
+    let listener_shutdown = CancellationToken::new();
+    let listener_task = tokio::spawn(
+        DataListener {
+            listener: data,
+            proxy: proxy.clone(),
+            max_connections: config.listen.max_connections,
+            drain_timeout: config.listen.drain_timeout,
+            metrics: metrics.clone(),
+        }
+        .run(listener_shutdown.clone()),
+    );
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(%data_addr, %admin_addr, stable = %config.stable.url,
+        candidate = ?config.candidate.as_ref().map(|c| c.url.to_string()), "understudy is running");
+
+    Ok(Running {
+        data_addr,
+        admin_addr,
+        proxy,
+        stats,
+        metrics,
+        ready,
+        rollout,
+        listener_shutdown,
+        background_shutdown,
+        listener_task,
+        background_tasks,
+        config,
+    })
+}
+
+impl Running {
+    pub fn stats(&self) -> &StatsHandle {
+        &self.stats
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    pub fn rollout(&self) -> Option<&RolloutHandle> {
+        self.rollout.as_ref()
+    }
+
+    /// Applies a reloaded config: shadow, compare, split and rollout
+    /// thresholds take effect for the next request. Listen addresses and
+    /// backend URLs need a restart; a change there is logged and ignored.
+    pub fn reload(&mut self, config: Config) -> Result<(), String> {
+        let outcome = self.try_reload(config);
+        self.metrics.reloads[usize::from(outcome.is_err())].increment(1);
+        outcome
+    }
+
+    /// Counts a reload whose file could not be read or validated.
+    pub fn reject_reload(&self) {
+        self.metrics.reloads[1].increment(1);
+    }
+
+    fn try_reload(&mut self, config: Config) -> Result<(), String> {
+        let settings = Settings::from_config(&config).map_err(|e| e.to_string())?;
+        if config.identity() != self.config.identity()
+            || config.listen.addr != self.config.listen.addr
+            || config.admin.addr != self.config.admin.addr
+        {
+            tracing::warn!(
+                "listen addresses and backend URLs change only on restart; keeping the running ones"
+            );
+        }
+        if config.rollout.is_some() != self.config.rollout.is_some() {
+            return Err("adding or removing [rollout] needs a restart".into());
+        }
+        if let (Some(rollout), Some(settings)) = (&self.rollout, &config.rollout) {
+            rollout.update_settings(settings);
+        }
+        self.stats
+            .set_keep_mismatches(config.compare.keep_mismatches);
+        self.proxy.update_settings(settings);
+        self.config = config;
+        Ok(())
+    }
+
+    /// Stops accepting, drains in-flight requests (bounded by
+    /// `listen.drain_timeout`), persists the rollout state, then stops the
+    /// background tasks.
+    pub async fn shutdown(self) {
+        self.ready.store(false, Ordering::Relaxed);
+        self.listener_shutdown.cancel();
+        let _ = self.listener_task.await;
+        self.background_shutdown.cancel();
+        for task in self.background_tasks {
+            let _ = task.await;
+        }
+        tracing::info!("understudy stopped");
+    }
+}

@@ -1,0 +1,384 @@
+//! Request statistics: one owner task, fed by a bounded channel.
+//!
+//! The data path never takes a lock to record a sample: it `try_send`s a
+//! small [`Event`] and moves on (a full channel drops the event and counts
+//! it). The [`StatsTask`] owns every histogram and counter: cumulative since
+//! start, a sliding window (the last minute, in rotating slots, as in
+//! tower's rotating histogram) and the rollout step's window (reset at every
+//! step). It also feeds the Prometheus handles and keeps the last mismatches.
+//! It must never block the data path and never hold request bodies.
+
+pub mod window;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::compare::{Difference, ElementCounts, Outcome};
+use crate::split::Backend;
+use crate::telemetry::Metrics;
+pub use window::{BackendStats, FailureKind, RoleStats, ShadowResult, WindowStats};
+use window::{ERROR_CLASS, outcome_index, status_class};
+
+/// Events buffered between the data path and the stats task. At 50k req/s
+/// this is over a second of slack before anything is dropped.
+const EVENT_CAPACITY: usize = 65_536;
+/// The sliding window is this many slots of [`SLOT_LENGTH`]: a one-minute
+/// view that moves every ten seconds.
+const SLOTS: usize = 6;
+const SLOT_LENGTH: Duration = Duration::from_secs(10);
+
+/// Serving clients, or shadowing a request served by the other backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Serve,
+    Shadow,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Serve => "serve",
+            Role::Shadow => "shadow",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+fn backend_index(backend: Backend) -> usize {
+    match backend {
+        Backend::Stable => 0,
+        Backend::Candidate => 1,
+    }
+}
+
+/// One recent mismatch, for `GET /mismatches`. Holds the first differing
+/// location and the two values there, never whole bodies.
+#[derive(Debug, Clone, Serialize)]
+pub struct MismatchRecord {
+    /// Unix time in milliseconds.
+    pub at_ms: u64,
+    pub request_id: String,
+    pub method: String,
+    pub path: String,
+    #[serde(flatten)]
+    pub difference: Difference,
+}
+
+/// What the data path and the mirror report.
+#[derive(Debug)]
+pub enum Event {
+    /// A backend answered with a response head.
+    Response {
+        backend: Backend,
+        role: Role,
+        status: u16,
+        latency: Duration,
+    },
+    /// A backend yielded no usable response (or its body broke off).
+    Failure {
+        backend: Backend,
+        role: Role,
+        kind: FailureKind,
+        latency: Duration,
+    },
+    Shadow(ShadowResult),
+    Compared {
+        outcome: Outcome,
+        elements: ElementCounts,
+        mismatch: Option<Box<MismatchRecord>>,
+    },
+}
+
+/// A consistent copy of the statistics at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub cumulative: WindowStats,
+    /// The last minute (up to one slot more).
+    pub sliding: WindowStats,
+    /// Since the rollout step started (or since start without a rollout).
+    pub step: WindowStats,
+    pub mismatches: Vec<MismatchRecord>,
+}
+
+enum Control {
+    Snapshot(oneshot::Sender<Snapshot>),
+    ResetStep,
+    KeepMismatches(usize),
+}
+
+/// Events and control share one channel, so a reset or a snapshot is
+/// ordered exactly after the events recorded before it.
+enum Message {
+    Event(Event),
+    Control(Control),
+}
+
+/// Cheap, cloneable sender side used by the data path.
+#[derive(Clone)]
+pub struct StatsHandle {
+    messages: mpsc::Sender<Message>,
+    metrics: Arc<Metrics>,
+}
+
+impl StatsHandle {
+    /// Records an event without waiting; counts it as dropped when the stats
+    /// task is behind.
+    pub fn record(&self, event: Event) {
+        if self.messages.try_send(Message::Event(event)).is_err() {
+            self.metrics.stats_dropped.increment(1);
+        }
+    }
+
+    /// A copy of every window, including every event recorded before the
+    /// call; `None` if the stats task has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.messages
+            .send(Message::Control(Control::Snapshot(tx)))
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Starts a new rollout-step window after the events recorded so far.
+    pub fn reset_step(&self) {
+        self.control(Control::ResetStep);
+    }
+
+    pub fn set_keep_mismatches(&self, keep: usize) {
+        self.control(Control::KeepMismatches(keep));
+    }
+
+    /// Control messages must not be lost: when the queue is full, wait for
+    /// room in a task instead of blocking the caller.
+    fn control(&self, control: Control) {
+        if let Err(mpsc::error::TrySendError::Full(message)) =
+            self.messages.try_send(Message::Control(control))
+        {
+            let messages = self.messages.clone();
+            tokio::spawn(async move {
+                let _ = messages.send(message).await;
+            });
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+}
+
+/// The owner of all statistics.
+pub struct StatsTask {
+    messages: mpsc::Receiver<Message>,
+    metrics: Arc<Metrics>,
+    cumulative: WindowStats,
+    step: WindowStats,
+    /// Newest slot first.
+    slots: VecDeque<WindowStats>,
+    slot_started: Instant,
+    mismatches: VecDeque<MismatchRecord>,
+    keep_mismatches: usize,
+}
+
+/// Creates the stats task and the handle that feeds it.
+pub fn channel(metrics: Arc<Metrics>, keep_mismatches: usize) -> (StatsHandle, StatsTask) {
+    let (messages_tx, messages) = mpsc::channel(EVENT_CAPACITY);
+    let handle = StatsHandle {
+        messages: messages_tx,
+        metrics: metrics.clone(),
+    };
+    let task = StatsTask {
+        messages,
+        metrics,
+        cumulative: WindowStats::default(),
+        step: WindowStats::default(),
+        slots: VecDeque::from([WindowStats::default()]),
+        slot_started: Instant::now(),
+        mismatches: VecDeque::new(),
+        keep_mismatches,
+    };
+    (handle, task)
+}
+
+impl StatsTask {
+    /// Runs until `shutdown` fires and every handle is gone or the queue is
+    /// drained, so late events from draining requests still count.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        tracing::debug!("stats task started");
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                message = self.messages.recv() => match message {
+                    Some(Message::Event(event)) => self.on_event(event),
+                    Some(Message::Control(control)) => self.on_control(control),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+                _ = shutdown.cancelled() => {
+                    while let Ok(message) = self.messages.try_recv() {
+                        match message {
+                            Message::Event(event) => self.on_event(event),
+                            Message::Control(control) => self.on_control(control),
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        tracing::debug!("stats task stopped");
+    }
+
+    fn on_control(&mut self, control: Control) {
+        match control {
+            Control::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Control::ResetStep => self.step = WindowStats::default(),
+            Control::KeepMismatches(keep) => {
+                self.keep_mismatches = keep;
+                self.mismatches.truncate(keep);
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut sliding = WindowStats::default();
+        for slot in &self.slots {
+            sliding.merge(slot);
+        }
+        Snapshot {
+            cumulative: self.cumulative.clone(),
+            sliding,
+            step: self.step.clone(),
+            mismatches: self.mismatches.iter().cloned().collect(),
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if self.slot_started.elapsed() >= SLOT_LENGTH {
+            self.slots.push_front(WindowStats::default());
+            self.slots.truncate(SLOTS);
+            self.slot_started = Instant::now();
+        }
+        let mut sliding = WindowStats::default();
+        for slot in &self.slots {
+            sliding.merge(slot);
+        }
+        if let Some(rate) = sliding.match_rate() {
+            self.metrics.match_ratio.set(rate);
+        }
+        self.metrics.upkeep();
+    }
+
+    fn windows(&mut self) -> [&mut WindowStats; 3] {
+        let slot = self
+            .slots
+            .front_mut()
+            .expect("there is always a current slot");
+        [&mut self.cumulative, &mut self.step, slot]
+    }
+
+    fn on_event(&mut self, event: Event) {
+        let m = self.metrics.clone();
+        match event {
+            Event::Response {
+                backend,
+                role,
+                status,
+                latency,
+            } => {
+                let class = status_class(status);
+                let (b, r) = (backend_index(backend), role.index());
+                m.requests[b][r][class].increment(1);
+                m.duration[b][r].record(latency.as_secs_f64());
+                let micros = latency.as_micros().max(1) as u64;
+                for w in self.windows() {
+                    let stats = role_stats(w, backend, role);
+                    stats.by_class[class] += 1;
+                    stats.latency_us.saturating_record(micros);
+                }
+            }
+            Event::Failure {
+                backend,
+                role,
+                kind,
+                latency,
+            } => {
+                let (b, r) = (backend_index(backend), role.index());
+                m.upstream_failures[b][r][kind.index()].increment(1);
+                // A broken body already counted its response head; other
+                // failures are requests without a response.
+                let counts_request = kind != FailureKind::Body;
+                if counts_request {
+                    m.requests[b][r][ERROR_CLASS].increment(1);
+                    m.duration[b][r].record(latency.as_secs_f64());
+                }
+                let micros = latency.as_micros().max(1) as u64;
+                for w in self.windows() {
+                    let stats = role_stats(w, backend, role);
+                    stats.failures[kind.index()] += 1;
+                    if counts_request {
+                        stats.by_class[ERROR_CLASS] += 1;
+                        stats.latency_us.saturating_record(micros);
+                    }
+                }
+            }
+            Event::Shadow(result) => {
+                m.shadow[result.index()].increment(1);
+                for w in self.windows() {
+                    w.shadow[result.index()] += 1;
+                }
+            }
+            Event::Compared {
+                outcome,
+                elements,
+                mismatch,
+            } => {
+                let index = outcome_index(outcome);
+                m.comparisons[index].increment(1);
+                m.elements[0].increment(elements.matched);
+                m.elements[1].increment(elements.mismatched);
+                for w in self.windows() {
+                    w.comparisons[index] += 1;
+                    w.elements.matched += elements.matched;
+                    w.elements.mismatched += elements.mismatched;
+                }
+                if let Some(record) = mismatch
+                    && self.keep_mismatches > 0
+                {
+                    self.mismatches.truncate(self.keep_mismatches - 1);
+                    self.mismatches.push_front(*record);
+                }
+            }
+        }
+    }
+}
+
+fn role_stats(window: &mut WindowStats, backend: Backend, role: Role) -> &mut RoleStats {
+    let stats = window.backend_mut(backend);
+    match role {
+        Role::Serve => &mut stats.serve,
+        Role::Shadow => &mut stats.shadow,
+    }
+}
+
+/// Unix time in milliseconds (for records that outlive the process).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! Counters and latency histograms for one window of time, and how windows
+//! merge. Pure data: no clocks, channels or metrics here, so the rollout
+//! judge and `understudy validate` can use the same types.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::compare::{ElementCounts, Outcome};
+use crate::split::Backend;
+
+/// Highest latency a histogram tracks: five minutes, in microseconds. Larger
+/// samples saturate at this value rather than being lost.
+pub const MAX_LATENCY_US: u64 = 300_000_000;
+/// Two significant digits: 1% error on any percentile, and a histogram of
+/// about 27 KiB, so many windows fit in a few MiB.
+const SIGNIFICANT_DIGITS: u8 = 2;
+
+/// Creates an empty latency histogram in microseconds.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are constants known to be valid, so this cannot fail.
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Why a request to a backend yielded no usable response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Could not connect (refused, unreachable, connect timeout).
+    Connect,
+    /// No response head within the timeout.
+    Timeout,
+    /// Connection broke or the backend spoke broken HTTP.
+    Protocol,
+    /// The head arrived but the body broke off.
+    Body,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 4] = [Self::Connect, Self::Timeout, Self::Protocol, Self::Body];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Protocol => "protocol",
+            Self::Body => "body",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The status classes counted per backend; `error` is "no response".
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+pub const ERROR_CLASS: usize = 5;
+
+/// Index into [`STATUS_CLASSES`] for an HTTP status.
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// One backend in one role (serving clients, or shadowing).
+#[derive(Debug, Clone)]
+pub struct RoleStats {
+    /// Requests by [`STATUS_CLASSES`] index.
+    pub by_class: [u64; 6],
+    /// Failures by [`FailureKind`] (a body failure also has a status class).
+    pub failures: [u64; 4],
+    /// Time to the response head, in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Default for RoleStats {
+    fn default() -> Self {
+        Self {
+            by_class: [0; 6],
+            failures: [0; 4],
+            latency_us: latency_histogram(),
+        }
+    }
+}
+
+impl RoleStats {
+    pub fn requests(&self) -> u64 {
+        self.by_class.iter().sum()
+    }
+
+    /// 5xx, timeouts, transport errors and bodies that broke off: what the
+    /// rollout judge counts against a backend. 4xx are the client's fault.
+    pub fn errors(&self) -> u64 {
+        self.by_class[4] + self.by_class[ERROR_CLASS] + self.failures[FailureKind::Body.index()]
+    }
+
+    pub fn client_errors(&self) -> u64 {
+        self.by_class[3]
+    }
+
+    pub fn merge(&mut self, other: &RoleStats) {
+        for (a, b) in self.by_class.iter_mut().zip(other.by_class) {
+            *a += b;
+        }
+        for (a, b) in self.failures.iter_mut().zip(other.failures) {
+            *a += b;
+        }
+        // Both histograms share bounds, so adding cannot fail.
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    /// Latency percentile in milliseconds, `None` without samples.
+    pub fn percentile_ms(&self, q: f64) -> Option<f64> {
+        (!self.latency_us.is_empty()).then(|| self.latency_us.value_at_quantile(q) as f64 / 1000.0)
+    }
+}
+
+/// Serving and shadow traffic of one backend.
+#[derive(Debug, Clone, Default)]
+pub struct BackendStats {
+    pub serve: RoleStats,
+    pub shadow: RoleStats,
+}
+
+impl BackendStats {
+    /// Both roles together: in every phase one backend serves and the other
+    /// shadows, so the judge compares all traffic each backend handled.
+    pub fn combined(&self) -> RoleStats {
+        let mut all = self.serve.clone();
+        all.merge(&self.shadow);
+        all
+    }
+
+    pub fn merge(&mut self, other: &BackendStats) {
+        self.serve.merge(&other.serve);
+        self.shadow.merge(&other.shadow);
+    }
+}
+
+/// What happened to each request chosen for mirroring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowResult {
+    /// The shadow request was sent and answered (any status).
+    Sent,
+    /// `shadow.max_in_flight` mirrors were already running.
+    DroppedOverload,
+    /// The request body exceeded `shadow.max_body_bytes` (or never completed).
+    SkippedBody,
+    /// The path is not in `shadow.routes`.
+    SkippedRoute,
+    /// The shadow request failed: connect error, timeout, reset.
+    Error,
+}
+
+impl ShadowResult {
+    pub const ALL: [ShadowResult; 5] = [
+        Self::Sent,
+        Self::DroppedOverload,
+        Self::SkippedBody,
+        Self::SkippedRoute,
+        Self::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::DroppedOverload => "dropped_overload",
+            Self::SkippedBody => "skipped_body",
+            Self::SkippedRoute => "skipped_route",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Index of a comparison outcome in [`Outcome::ALL`] order.
+pub fn outcome_index(outcome: Outcome) -> usize {
+    Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0)
+}
+
+/// Everything counted in one window.
+#[derive(Debug, Clone, Default)]
+pub struct WindowStats {
+    pub stable: BackendStats,
+    pub candidate: BackendStats,
+    /// Comparison outcomes in [`Outcome::ALL`] order.
+    pub comparisons: [u64; 5],
+    pub elements: ElementCounts,
+    /// Mirror outcomes in [`ShadowResult::ALL`] order.
+    pub shadow: [u64; 5],
+}
+
+impl WindowStats {
+    pub fn backend(&self, backend: Backend) -> &BackendStats {
+        match backend {
+            Backend::Stable => &self.stable,
+            Backend::Candidate => &self.candidate,
+        }
+    }
+
+    pub fn backend_mut(&mut self, backend: Backend) -> &mut BackendStats {
+        match backend {
+            Backend::Stable => &mut self.stable,
+            Backend::Candidate => &mut self.candidate,
+        }
+    }
+
+    pub fn comparisons_of(&self, outcome: Outcome) -> u64 {
+        self.comparisons[outcome_index(outcome)]
+    }
+
+    /// Pairs whose predictions were compared (match + mismatch).
+    pub fn compared(&self) -> u64 {
+        self.comparisons_of(Outcome::Match) + self.comparisons_of(Outcome::Mismatch)
+    }
+
+    /// Share of compared pairs that matched; `None` before any comparison.
+    pub fn match_rate(&self) -> Option<f64> {
+        let compared = self.compared();
+        (compared > 0).then(|| self.comparisons_of(Outcome::Match) as f64 / compared as f64)
+    }
+
+    pub fn merge(&mut self, other: &WindowStats) {
+        self.stable.merge(&other.stable);
+        self.candidate.merge(&other.candidate);
+        for (a, b) in self.comparisons.iter_mut().zip(other.comparisons) {
+            *a += b;
+        }
+        for (a, b) in self.shadow.iter_mut().zip(other.shadow) {
+            *a += b;
+        }
+        self.elements.matched += other.elements.matched;
+        self.elements.mismatched += other.elements.mismatched;
+    }
+}

@@ -1,0 +1,303 @@
+//! Metric handles and log setup.
+//!
+//! Every Prometheus series is registered once, here, with labels from closed
+//! sets; the data path only bumps pre-built handles (atomics), never builds a
+//! key or takes a lock. Each proxy instance owns its own recorder instead of a
+//! process-global one, so tests can run several proxies in one process.
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::stats::window::{FailureKind, STATUS_CLASSES, ShadowResult};
+
+/// Backends and roles in label order, matching the `[backend][role]` arrays.
+pub const BACKENDS: [&str; 2] = ["stable", "candidate"];
+pub const ROLES: [&str; 2] = ["serve", "shadow"];
+pub const PHASES: [&str; 5] = ["shadow", "canary", "paused", "promoted", "rolled_back"];
+pub const VERDICTS: [&str; 3] = ["pass", "fail", "hold"];
+pub const COMPARISON_RESULTS: [&str; 5] = [
+    "match",
+    "mismatch",
+    "stable_error",
+    "shadow_error",
+    "uncomparable",
+];
+
+/// Latency buckets in seconds, from a fast in-memory model (1 ms) to a slow
+/// generative one (60 s).
+const DURATION_BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// All of understudy's metrics, registered once.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// `[backend][role][status class]`
+    pub requests: [[[Counter; 6]; 2]; 2],
+    /// `[backend][role]`
+    pub duration: [[Histogram; 2]; 2],
+    /// `[backend][role][failure kind]`
+    pub upstream_failures: [[[Counter; 4]; 2]; 2],
+    pub shadow: [Counter; 5],
+    pub comparisons: [Counter; 5],
+    /// `[match, mismatch]`
+    pub elements: [Counter; 2],
+    pub match_ratio: Gauge,
+    pub weight: Gauge,
+    pub phase: [Gauge; 5],
+    pub decisions: [Counter; 3],
+    pub rollbacks: Counter,
+    /// `[success, error]`
+    pub reloads: [Counter; 2],
+    pub stats_dropped: Counter,
+    pub shadow_in_flight: Gauge,
+    pub connections: Gauge,
+    pub connections_rejected: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("understudy_request_duration_seconds".into()),
+                &DURATION_BUCKETS,
+            )
+            .expect("bucket list is non-empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        let r = Registrar(&recorder);
+
+        r.describe_counter(
+            "understudy_requests_total",
+            "Requests sent to each backend, by role (serve|shadow) and status class.",
+        );
+        r.describe_histogram(
+            "understudy_request_duration_seconds",
+            "Time from sending a request to a backend until its response head arrived.",
+        );
+        r.describe_counter(
+            "understudy_upstream_failures_total",
+            "Requests to a backend that yielded no usable response, by kind.",
+        );
+        r.describe_counter(
+            "understudy_shadow_total",
+            "What happened to each request chosen for mirroring.",
+        );
+        r.describe_counter(
+            "understudy_comparisons_total",
+            "Outcome of comparing the stable and candidate responses of one request.",
+        );
+        r.describe_counter(
+            "understudy_prediction_elements_total",
+            "Per-row agreement of batch predictions.",
+        );
+        r.describe_gauge(
+            "understudy_match_ratio",
+            "Share of compared responses that matched over the last minute.",
+        );
+        r.describe_gauge(
+            "understudy_canary_weight_percent",
+            "Share of client traffic served by the candidate, in percent.",
+        );
+        r.describe_gauge(
+            "understudy_rollout_phase",
+            "1 for the rollout's current phase, 0 for the others.",
+        );
+        r.describe_counter(
+            "understudy_rollout_decisions_total",
+            "Rollout judge decisions by verdict.",
+        );
+        r.describe_counter(
+            "understudy_rollbacks_total",
+            "Rollbacks, automatic or manual.",
+        );
+        r.describe_counter(
+            "understudy_config_reloads_total",
+            "Config reloads on SIGHUP by result.",
+        );
+        r.describe_counter(
+            "understudy_stats_events_dropped_total",
+            "Statistics events dropped because the stats task fell behind.",
+        );
+        r.describe_gauge(
+            "understudy_shadow_in_flight",
+            "Mirrored requests currently in flight.",
+        );
+        r.describe_gauge(
+            "understudy_connections_open",
+            "Client connections currently open.",
+        );
+        r.describe_counter(
+            "understudy_connections_rejected_total",
+            "Client connections refused because listen.max_connections was reached.",
+        );
+
+        let per_backend_role = |f: &dyn Fn(&'static str, &'static str) -> [Counter; 6]| {
+            [0, 1].map(|b| [0, 1].map(|ro| f(BACKENDS[b], ROLES[ro])))
+        };
+        let requests = per_backend_role(&|backend, role| {
+            STATUS_CLASSES.map(|class| {
+                r.counter(
+                    "understudy_requests_total",
+                    &[
+                        ("backend", backend),
+                        ("role", role),
+                        ("status_class", class),
+                    ],
+                )
+            })
+        });
+        let duration = [0, 1].map(|b| {
+            [0, 1].map(|ro| {
+                r.histogram(
+                    "understudy_request_duration_seconds",
+                    &[("backend", BACKENDS[b]), ("role", ROLES[ro])],
+                )
+            })
+        });
+        let upstream_failures = [0, 1].map(|b| {
+            [0, 1].map(|ro| {
+                FailureKind::ALL.map(|kind| {
+                    r.counter(
+                        "understudy_upstream_failures_total",
+                        &[
+                            ("backend", BACKENDS[b]),
+                            ("role", ROLES[ro]),
+                            ("kind", kind.as_str()),
+                        ],
+                    )
+                })
+            })
+        });
+        Metrics {
+            requests,
+            duration,
+            upstream_failures,
+            shadow: ShadowResult::ALL
+                .map(|s| r.counter("understudy_shadow_total", &[("result", s.as_str())])),
+            comparisons: COMPARISON_RESULTS
+                .map(|c| r.counter("understudy_comparisons_total", &[("result", c)])),
+            elements: ["match", "mismatch"]
+                .map(|e| r.counter("understudy_prediction_elements_total", &[("result", e)])),
+            match_ratio: r.gauge("understudy_match_ratio", &[]),
+            weight: r.gauge("understudy_canary_weight_percent", &[]),
+            phase: PHASES.map(|p| r.gauge("understudy_rollout_phase", &[("phase", p)])),
+            decisions: VERDICTS
+                .map(|v| r.counter("understudy_rollout_decisions_total", &[("verdict", v)])),
+            rollbacks: r.counter("understudy_rollbacks_total", &[]),
+            reloads: ["success", "error"]
+                .map(|res| r.counter("understudy_config_reloads_total", &[("result", res)])),
+            stats_dropped: r.counter("understudy_stats_events_dropped_total", &[]),
+            shadow_in_flight: r.gauge("understudy_shadow_in_flight", &[]),
+            connections: r.gauge("understudy_connections_open", &[]),
+            connections_rejected: r.counter("understudy_connections_rejected_total", &[]),
+            handle,
+            recorder,
+        }
+    }
+
+    /// Sets `understudy_rollout_phase{phase}` to 1 for `phase` only.
+    pub fn set_phase(&self, phase: &str) {
+        for (name, gauge) in PHASES.iter().zip(&self.phase) {
+            gauge.set(if *name == phase { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Housekeeping the exporter needs periodically (histogram rollover).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The recorder, to keep it alive as long as the handles.
+    pub fn recorder(&self) -> &PrometheusRecorder {
+        &self.recorder
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Registrar<'a>(&'a PrometheusRecorder);
+
+impl Registrar<'_> {
+    fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
+        let labels: Vec<Label> = labels.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+        Key::from_parts(name, labels)
+    }
+
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Counter {
+        let counter = self.0.register_counter(&Self::key(name, labels), &METADATA);
+        // Registering alone does not export a series; touching it does, so
+        // every label combination is visible (as 0) from the first scrape.
+        counter.increment(0);
+        counter
+    }
+
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Gauge {
+        let gauge = self.0.register_gauge(&Self::key(name, labels), &METADATA);
+        gauge.set(0.0);
+        gauge
+    }
+
+    fn histogram(&self, name: &'static str, labels: &[(&'static str, &'static str)]) -> Histogram {
+        self.0
+            .register_histogram(&Self::key(name, labels), &METADATA)
+    }
+
+    fn describe_counter(&self, name: &'static str, help: &'static str) {
+        self.0
+            .describe_counter(KeyName::from(name), None, SharedString::from(help));
+    }
+
+    fn describe_gauge(&self, name: &'static str, help: &'static str) {
+        self.0
+            .describe_gauge(KeyName::from(name), None, SharedString::from(help));
+    }
+
+    fn describe_histogram(&self, name: &'static str, help: &'static str) {
+        self.0.describe_histogram(
+            KeyName::from(name),
+            Some(Unit::Seconds),
+            SharedString::from(help),
+        );
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filters (default
+/// `info`), output to stderr in the chosen format. Safe to call twice (the
+/// second call is ignored), which matters in tests.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,150 @@
+//! Pooled HTTP clients to one backend, with connect and response timeouts.
+//!
+//! An [`Upstream`] knows how to reach a backend and nothing about why it is
+//! asked: forwarding and mirroring both use it, each with its own pool, so a
+//! flood of shadow traffic can never take the connections that serve
+//! clients. It never retries (a retried inference is a second inference).
+
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config;
+
+/// How long an idle pooled connection is kept: below the 60–75 s idle
+/// timeouts of common model servers (uvicorn, nginx), so we close first and
+/// never send on a connection the server is closing.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Why a request to a backend produced no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to {backend} ({url}): {source}")]
+    Connect {
+        backend: &'static str,
+        url: String,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{backend} sent no response head within {timeout:?}")]
+    Timeout {
+        backend: &'static str,
+        timeout: Duration,
+    },
+    #[error("{backend} failed the request: {source}")]
+    Protocol {
+        backend: &'static str,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+/// A connection pool to one backend for request bodies of type `B`.
+pub struct Upstream<B> {
+    name: &'static str,
+    scheme: Scheme,
+    authority: Authority,
+    timeout: Duration,
+    http2: bool,
+    client: Client<HttpConnector, B>,
+}
+
+impl<B> Upstream<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    pub fn new(backend: &config::Backend) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(backend.connect_timeout));
+        // Inference requests are small and latency-bound: never wait for
+        // Nagle's algorithm to batch them.
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(backend.pool_max_idle)
+            .http2_only(backend.http2)
+            .build(connector);
+        let parts = backend.url.clone().into_parts();
+        Self {
+            name: backend.name,
+            scheme: parts.scheme.unwrap_or(Scheme::HTTP),
+            authority: parts
+                .authority
+                .expect("config validation guarantees an authority"),
+            timeout: backend.timeout,
+            http2: backend.http2,
+            client,
+        }
+    }
+
+    /// `stable` or `candidate`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The backend's `host:port`, used as the Host of requests to it.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The HTTP version requests to this backend must carry.
+    pub fn version(&self) -> Version {
+        if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        }
+    }
+
+    /// Time allowed for the response head.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The absolute URI of `path_and_query` on this backend.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(
+            path_and_query
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        );
+        Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
+    }
+
+    /// Sends `request` and waits at most `timeout` for the response head.
+    pub async fn send(
+        &self,
+        request: Request<B>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(timeout, self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                backend: self.name,
+                timeout,
+            }),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(source)) if source.is_connect() => Err(UpstreamError::Connect {
+                backend: self.name,
+                url: format!("{}://{}", self.scheme, self.authority),
+                source,
+            }),
+            Ok(Err(source)) => Err(UpstreamError::Protocol {
+                backend: self.name,
+                source,
+            }),
+        }
+    }
+}
