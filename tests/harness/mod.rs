@@ -1,0 +1,253 @@
+//! Starts understudy for integration tests: in-process through the library
+//! entry point ([`start`]), or as the real binary ([`Binary`]), always on
+//! `127.0.0.1:0`. Also small helpers to read its admin API.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use understudy::config::Config;
+use understudy::server::{self, Running, StartOptions};
+
+/// Config text with both listeners on ephemeral loopback ports, the given
+/// backends, and `extra` TOML sections (e.g. `[shadow]\npercent = 50`).
+pub fn config_text(stable: &str, candidate: Option<&str>, extra: &str) -> String {
+    let candidate = candidate
+        .map(|url| format!("[backends.candidate]\nurl = \"{url}\"\ntimeout = \"5s\"\n"))
+        .unwrap_or_default();
+    format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n\n[admin]\naddr = \"127.0.0.1:0\"\n\n\
+         [backends.stable]\nurl = \"{stable}\"\ntimeout = \"5s\"\n\n{candidate}\n{extra}\n"
+    )
+}
+
+/// A proxy running inside the test process.
+pub struct Proxy {
+    pub running: Running,
+    /// `http://127.0.0.1:PORT` of the data plane.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of the admin API.
+    pub admin: String,
+}
+
+/// Starts understudy in-process with [`config_text`].
+pub async fn start(stable: &str, candidate: Option<&str>, extra: &str) -> Proxy {
+    start_text(&config_text(stable, candidate, extra)).await
+}
+
+/// Starts understudy in-process from full config text.
+pub async fn start_text(text: &str) -> Proxy {
+    let config = Config::parse(text, "test config").unwrap_or_else(|e| panic!("{e}"));
+    let running = server::start(config, StartOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("start failed: {e}"));
+    Proxy {
+        url: format!("http://{}", running.data_addr),
+        admin: format!("http://{}", running.admin_addr),
+        running,
+    }
+}
+
+impl Proxy {
+    pub async fn status(&self) -> Value {
+        get_json(&format!("{}/status", self.admin)).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        get_text(&format!("{}/metrics", self.admin)).await
+    }
+
+    /// Waits until `/status` satisfies `done`, or panics after `timeout`
+    /// with the last status.
+    pub async fn wait_status(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        wait_json(&format!("{}/status", self.admin), timeout, done).await
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+    }
+}
+
+/// Polls `url` until its JSON satisfies `done`; panics after `timeout`.
+pub async fn wait_json(url: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let value = get_json(url).await;
+        if done(&value) {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("condition not reached within {timeout:?}; last {url}:\n{value:#}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and returns status and body; panics on transport errors.
+pub async fn request(method: Method, url: &str, body: &str, token: Option<&str>) -> (u16, Bytes) {
+    let mut builder = Request::builder().method(method).uri(url);
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    let request = builder
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = client()
+        .request(request)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body)
+}
+
+pub async fn get_text(url: &str) -> String {
+    let (_, body) = request(Method::GET, url, "", None).await;
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+pub async fn get_json(url: &str) -> Value {
+    let (status, body) = request(Method::GET, url, "", None).await;
+    serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{url} answered {status} with non-JSON ({e}): {body:?}"))
+}
+
+pub async fn post_json(url: &str, body: &str, token: Option<&str>) -> (u16, Value) {
+    let (status, body) = request(Method::POST, url, body, token).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// Reads one Prometheus sample, e.g.
+/// `metric(&text, r#"understudy_shadow_total{result="sent"}"#)`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// A temp directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "understudy-test-{name}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The real `understudy` binary, started with `run -c CONFIG --log-format
+/// json`; its addresses are read from its "understudy is running" log line.
+pub struct Binary {
+    pub child: Child,
+    pub url: String,
+    pub admin: String,
+    /// Log lines seen after startup are collected here by a background task.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    pub async fn start(config: &Path, extra_args: &[&str]) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+            .arg("--log-format")
+            .arg("json")
+            .arg("run")
+            .arg("-c")
+            .arg(config)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn understudy");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = BufReader::new(stderr).lines();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let (url, admin) = loop {
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .expect("understudy did not start within 20s")
+                .expect("read stderr")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "understudy exited before starting; logs: {:?}",
+                        logs.lock().unwrap()
+                    )
+                });
+            logs.lock().unwrap().push(line.clone());
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if v["message"] == "understudy is running" {
+                break (
+                    format!("http://{}", v["data_addr"].as_str().unwrap()),
+                    format!("http://{}", v["admin_addr"].as_str().unwrap()),
+                );
+            }
+        };
+        let sink = logs.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary {
+            child,
+            url,
+            admin,
+            logs,
+        }
+    }
+
+    /// Sends a signal (e.g. `"TERM"`, `"HUP"`, `"KILL"`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("still running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; panics after `timeout`.
+    pub async fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .expect("understudy did not exit in time")
+            .unwrap()
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+}
