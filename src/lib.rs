@@ -22,6 +22,7 @@
 //! of the proxy: they are pure and reused by validation runs.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod compare;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::AccessLog;
 use crate::admin::{AdminListener, AdminState};
 use crate::config::Config;
 use crate::listener::{self, DataListener};
@@ -81,7 +82,15 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         }
     };
 
-    let proxy = Proxy::new(&config, settings, routing, stats.clone());
+    let access_log = match &config.log.access {
+        Some(target) => {
+            let (log, task) = AccessLog::open(target, metrics.access_log_dropped.clone())?;
+            background_tasks.push(tokio::spawn(task.run(background_shutdown.clone())));
+            Some(log)
+        }
+        None => None,
+    };
+    let proxy = Proxy::new(&config, settings, routing, stats.clone(), access_log);
     let data = listener::bind(config.listen.addr).await?;
     let admin = listener::bind(config.admin.addr).await?;
     let data_addr = data.local_addr()?;

@@ -61,6 +61,7 @@ pub struct Metrics {
     pub shadow_in_flight: Gauge,
     pub connections: Gauge,
     pub connections_rejected: Counter,
+    pub access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -199,6 +200,7 @@ impl Metrics {
             shadow_in_flight: r.gauge("understudy_shadow_in_flight", &[]),
             connections: r.gauge("understudy_connections_open", &[]),
             connections_rejected: r.counter("understudy_connections_rejected_total", &[]),
+            access_log_dropped: r.counter("understudy_access_log_dropped_total", &[]),
             handle,
             recorder,
         }

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::access_log::{AccessLog, Entry, now_rfc3339};
 use crate::compare::Comparator;
 use crate::config::{self, Config};
 use crate::error::ProxyError;
@@ -83,13 +84,29 @@ struct Inner {
     mirror: Mirror,
     stats: StatsHandle,
     request_ids: RequestIds,
+    access_log: Option<AccessLog>,
 }
 
 /// Decides what happens to a copy of this request.
 enum MirrorPlan {
-    None,
+    /// Mirroring is off (no candidate, percent 0, rolled back, promoted).
+    Off,
+    /// Not drawn by `shadow.percent`.
+    NotSampled,
     Skip(ShadowResult),
     Go(tokio::sync::OwnedSemaphorePermit),
+}
+
+impl MirrorPlan {
+    /// The access log's `shadow` field.
+    fn label(&self) -> &'static str {
+        match self {
+            MirrorPlan::Off => "off",
+            MirrorPlan::NotSampled => "not_sampled",
+            MirrorPlan::Skip(result) => result.as_str(),
+            MirrorPlan::Go(_) => "mirrored",
+        }
+    }
 }
 
 impl Proxy {
@@ -98,6 +115,7 @@ impl Proxy {
         settings: Settings,
         routing: Arc<Routing>,
         stats: StatsHandle,
+        access_log: Option<AccessLog>,
     ) -> Self {
         let mirror = Mirror::new(config.shadow.max_in_flight, stats.clone());
         Self {
@@ -109,6 +127,7 @@ impl Proxy {
                 mirror,
                 stats,
                 request_ids: RequestIds::new(),
+                access_log,
             }),
         }
     }
@@ -173,6 +192,14 @@ impl Proxy {
         let client_version = parts.version;
 
         let plan = self.plan_mirror(&settings, &parts, other.is_some());
+        let access = inner.access_log.as_ref().map(|log| {
+            (
+                log,
+                parts.method.clone(),
+                parts.uri.path().to_owned(),
+                plan.label(),
+            )
+        });
         let (body, mirror_channels) = match plan {
             MirrorPlan::Go(permit) => {
                 let (body, request_copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
@@ -208,7 +235,7 @@ impl Proxy {
                 inner.stats.record(Event::Shadow(result));
                 (TeeBody::passthrough(body), None)
             }
-            MirrorPlan::None => (TeeBody::passthrough(body), None),
+            MirrorPlan::Off | MirrorPlan::NotSampled => (TeeBody::passthrough(body), None),
         };
 
         parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
@@ -220,6 +247,20 @@ impl Proxy {
             .send(upstream_request, pools.serve.timeout())
             .await;
         let latency = started.elapsed();
+        let log = |status: u16| {
+            if let Some((log, method, path, shadow)) = &access {
+                log.log(&Entry {
+                    time: now_rfc3339(),
+                    request_id: request_id.to_str().unwrap_or("-"),
+                    method: method.as_str(),
+                    path,
+                    backend: serving.as_str(),
+                    status,
+                    latency_ms: latency.as_secs_f64() * 1000.0,
+                    shadow,
+                });
+            }
+        };
 
         match result {
             Ok(response) => {
@@ -249,6 +290,7 @@ impl Proxy {
                     }
                     None => TeeBody::passthrough(body),
                 };
+                log(parts.status.as_u16());
                 let body = ProxyBody::upstream(body, inner.stats.clone(), serving, started);
                 Response::from_parts(parts, body)
             }
@@ -269,6 +311,7 @@ impl Proxy {
                 });
                 tracing::warn!(request_id = ?request_id, %error, "serving backend failed");
                 let error = ProxyError::from(error);
+                log(error.status().as_u16());
                 error_response(
                     &error,
                     serving.as_str(),
@@ -287,13 +330,13 @@ impl Proxy {
     ) -> MirrorPlan {
         let shadow = &settings.shadow;
         if !has_other || shadow.percent <= 0.0 || !self.inner.routing.mirroring() {
-            return MirrorPlan::None;
+            return MirrorPlan::Off;
         }
         if !shadow.routes.is_empty() && !shadow.routes.iter().any(|r| r.matches(parts.uri.path())) {
             return MirrorPlan::Skip(ShadowResult::SkippedRoute);
         }
         if shadow.percent < 100.0 && rand::random::<f64>() * 100.0 >= shadow.percent {
-            return MirrorPlan::None;
+            return MirrorPlan::NotSampled;
         }
         let declared_length = parts
             .headers
