@@ -57,3 +57,20 @@ impl ProxyError {
         Bytes::from(serde_json::json!({ "error": message, "backend": backend }).to_string())
     }
 }
+
+/// An error and all its sources, joined with ": ", for logs: the useful
+/// part of a failed connect (refused, "invalid peer certificate:
+/// UnknownIssuer", "certificate expired") sits deep in the chain.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -39,5 +39,6 @@ pub mod split;
 pub mod stats;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 pub mod toy;
 pub mod upstream;

@@ -11,12 +11,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
@@ -29,6 +33,52 @@ pub struct DataListener {
     pub max_connections: usize,
     pub drain_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    pub tls: Option<ListenerTls>,
+}
+
+/// The listener's TLS settings. The server config sits behind an
+/// `ArcSwap` so a SIGHUP can swap certificates: new handshakes use the new
+/// ones, established connections keep theirs.
+#[derive(Clone)]
+pub struct ListenerTls {
+    pub config: Arc<ArcSwap<ServerConfig>>,
+    pub handshake_timeout: Duration,
+}
+
+/// One accepted client connection, ready to be served.
+struct Connection {
+    proxy: Proxy,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    metrics: Arc<Metrics>,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, scheme: &'static str)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            proxy,
+            builder,
+            watcher,
+            metrics,
+            peer,
+        } = self;
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(request, peer, scheme).await) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        metrics.connections.increment(1.0);
+        if let Err(error) = watcher.watch(connection).await {
+            tracing::debug!(%peer, %error, "client connection ended with an error");
+        }
+        metrics.connections.decrement(1.0);
+    }
 }
 
 impl DataListener {
@@ -63,24 +113,40 @@ impl DataListener {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let proxy = self.proxy.clone();
-            let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, peer, "http").await) }
-            });
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = graceful.watch(connection);
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                metrics.connections.increment(1.0);
-                if let Err(error) = connection.await {
-                    tracing::debug!(%peer, %error, "client connection ended with an error");
+            let connection = Connection {
+                proxy: self.proxy.clone(),
+                builder: builder.clone(),
+                watcher: graceful.watcher(),
+                metrics: self.metrics.clone(),
+                peer,
+            };
+            match &self.tls {
+                None => {
+                    tokio::spawn(async move {
+                        connection.serve(stream, "http").await;
+                        drop(permit);
+                    });
                 }
-                metrics.connections.decrement(1.0);
-                drop(permit);
-            });
+                Some(tls) => {
+                    let acceptor = TlsAcceptor::from(tls.config.load_full());
+                    let handshake_timeout = tls.handshake_timeout;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => connection.serve(stream, "https").await,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                connection.metrics.tls_handshake_failures.increment(1);
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                connection.metrics.tls_handshake_failures.increment(1);
+                            }
+                        }
+                        drop(permit);
+                    });
+                }
+            }
         }
         drop(self.listener);
         tracing::info!("data listener stopped accepting; draining");

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::compare::{Comparator, Observed, Outcome};
 use crate::proxy::body::Captured;
 use crate::split::Backend;
+use crate::stats::window;
 use crate::stats::{Event, FailureKind, MismatchRecord, Role, ShadowResult, StatsHandle, unix_ms};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -31,6 +32,8 @@ pub enum Served {
     Failed,
     Response {
         status: u16,
+        /// A trailers-only gRPC error (`grpc-status` in the head).
+        grpc_failed: bool,
         /// The capped copy of the response body, once the client has it.
         body: oneshot::Receiver<Captured>,
     },
@@ -105,7 +108,7 @@ impl Mirror {
 
 async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     let body = match pending.request_body.await {
-        Ok(Captured::Complete(body)) => body,
+        Ok(Captured::Complete { body, .. }) => body,
         // Too large, or never fully received (client aborted, serving
         // backend failed before reading it): there is nothing to replay.
         Ok(Captured::Overflow) | Err(_) => {
@@ -159,6 +162,8 @@ enum Answer {
         status: u16,
         body: Bytes,
         truncated: bool,
+        /// A gRPC call that failed: compared as a failed answer.
+        grpc_failed: bool,
     },
     /// The exchange broke off on the serving side (client went away).
     Unknown,
@@ -167,11 +172,15 @@ enum Answer {
 impl Answer {
     fn observed(&self) -> Option<Observed<'_>> {
         match self {
-            Answer::Failed => Some(Observed::Failed),
+            Answer::Failed
+            | Answer::Response {
+                grpc_failed: true, ..
+            } => Some(Observed::Failed),
             Answer::Response {
                 status,
                 body,
                 truncated,
+                ..
             } => Some(Observed::Response {
                 status: *status,
                 body,
@@ -199,7 +208,11 @@ async fn send(job: &MirrorJob, body: Bytes, backend: Backend, stats: &StatsHandl
     let response = match job.target.send(request, job.timeout).await {
         Ok(response) => response,
         Err(e) => {
-            tracing::debug!(request_id = ?job.request_id, error = %e, "shadow request failed");
+            tracing::debug!(
+                request_id = ?job.request_id,
+                error = %crate::error::chain(&e),
+                "shadow request failed"
+            );
             let kind = match e {
                 UpstreamError::Connect { .. } => FailureKind::Connect,
                 UpstreamError::Timeout { .. } => FailureKind::Timeout,
@@ -217,12 +230,16 @@ async fn send(job: &MirrorJob, body: Bytes, backend: Backend, stats: &StatsHandl
         status,
         latency: started.elapsed(),
     });
+    let mut grpc_failed = window::grpc_failed(response.headers());
     let mut body = response.into_body();
     let mut collected = BytesMut::new();
     let mut truncated = false;
     loop {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    grpc_failed |= window::grpc_failed(trailers);
+                }
                 if let Some(data) = frame.data_ref() {
                     if collected.len() + data.len() > job.max_body_bytes {
                         // Stop reading: the copy is uncomparable anyway, and
@@ -241,11 +258,15 @@ async fn send(job: &MirrorJob, body: Bytes, backend: Backend, stats: &StatsHandl
             }
         }
     }
+    if grpc_failed {
+        stats.record(failure(FailureKind::Grpc));
+    }
     stats.record(Event::Shadow(ShadowResult::Sent));
     Answer::Response {
         status,
         body: collected.freeze(),
         truncated,
+        grpc_failed,
     }
 }
 
@@ -253,16 +274,22 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
     let wait = async {
         match served.await {
             Ok(Served::Failed) => Answer::Failed,
-            Ok(Served::Response { status, body }) => match body.await {
-                Ok(Captured::Complete(body)) => Answer::Response {
+            Ok(Served::Response {
+                status,
+                grpc_failed,
+                body,
+            }) => match body.await {
+                Ok(Captured::Complete { body, trailers }) => Answer::Response {
                     status,
                     body,
                     truncated: false,
+                    grpc_failed: grpc_failed || trailers.as_ref().is_some_and(window::grpc_failed),
                 },
                 Ok(Captured::Overflow) => Answer::Response {
                     status,
                     body: Bytes::new(),
                     truncated: true,
+                    grpc_failed,
                 },
                 Err(_) => Answer::Unknown,
             },

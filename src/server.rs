@@ -15,12 +15,14 @@ use tokio_util::sync::CancellationToken;
 use crate::access_log::AccessLog;
 use crate::admin::{AdminListener, AdminState};
 use crate::config::Config;
-use crate::listener::{self, DataListener};
+use crate::listener::{self, DataListener, ListenerTls};
 use crate::proxy::{Proxy, Settings};
 use crate::rollout::{self, RolloutHandle};
 use crate::routing::Routing;
 use crate::stats::{self, StatsHandle};
 use crate::telemetry::Metrics;
+use crate::tls;
+use arc_swap::ArcSwap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -30,6 +32,8 @@ pub enum StartError {
     Compare(#[from] crate::compare::SpecError),
     #[error(transparent)]
     Rollout(#[from] rollout::RolloutStartError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Options that are not part of the config file.
@@ -53,6 +57,7 @@ pub struct Running {
     listener_task: JoinHandle<()>,
     background_tasks: Vec<JoinHandle<()>>,
     config: Config,
+    tls: Option<ListenerTls>,
 }
 
 /// Starts the proxy: binds both listeners and spawns every task.
@@ -90,7 +95,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         }
         None => None,
     };
-    let proxy = Proxy::new(&config, settings, routing, stats.clone(), access_log);
+    let proxy = Proxy::new(&config, settings, routing, stats.clone(), access_log)?;
     let data = listener::bind(config.listen.addr).await?;
     let admin = listener::bind(config.admin.addr).await?;
     let data_addr = data.local_addr()?;
@@ -115,6 +120,17 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         .run(background_shutdown.clone()),
     ));
 
+    let tls = match &config.listen.tls {
+        Some(t) => Some(ListenerTls {
+            config: Arc::new(ArcSwap::new(tls::server_config(
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+            )?)),
+            handshake_timeout: t.handshake_timeout,
+        }),
+        None => None,
+    };
     let listener_shutdown = CancellationToken::new();
     let listener_task = tokio::spawn(
         DataListener {
@@ -123,6 +139,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             max_connections: config.listen.max_connections,
             drain_timeout: config.listen.drain_timeout,
             metrics: metrics.clone(),
+            tls: tls.clone(),
         }
         .run(listener_shutdown.clone()),
     );
@@ -143,6 +160,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         listener_task,
         background_tasks,
         config,
+        tls,
     })
 }
 
@@ -186,6 +204,17 @@ impl Running {
             tracing::warn!(
                 "listen addresses and backend URLs change only on restart; keeping the running ones"
             );
+        }
+        // Certificates are re-read on every reload (renewed files, same
+        // paths); turning TLS on or off needs a restart.
+        match (&self.tls, &config.listen.tls) {
+            (Some(listener), Some(t)) => {
+                let fresh = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                    .map_err(|e| e.to_string())?;
+                listener.config.store(fresh);
+            }
+            (None, None) => {}
+            _ => return Err("turning listen.tls on or off needs a restart".into()),
         }
         if config.rollout.is_some() != self.config.rollout.is_some() {
             return Err("adding or removing [rollout] needs a restart".into());

@@ -45,7 +45,7 @@ pub struct Metrics {
     /// `[backend][role]`
     pub duration: [[Histogram; 2]; 2],
     /// `[backend][role][failure kind]`
-    pub upstream_failures: [[[Counter; 4]; 2]; 2],
+    pub upstream_failures: [[[Counter; 5]; 2]; 2],
     pub shadow: [Counter; 5],
     pub comparisons: [Counter; 5],
     /// `[match, mismatch]`
@@ -62,6 +62,7 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_rejected: Counter,
     pub access_log_dropped: Counter,
+    pub tls_handshake_failures: Counter,
 }
 
 impl Metrics {
@@ -201,6 +202,7 @@ impl Metrics {
             connections: r.gauge("understudy_connections_open", &[]),
             connections_rejected: r.counter("understudy_connections_rejected_total", &[]),
             access_log_dropped: r.counter("understudy_access_log_dropped_total", &[]),
+            tls_handshake_failures: r.counter("understudy_tls_handshake_failures_total", &[]),
             handle,
             recorder,
         }

@@ -14,7 +14,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use hyper_rustls::HttpsConnector;
+
 use crate::config;
+use crate::tls::{self, TlsError};
 
 /// How long an idle pooled connection is kept: below the 60–75 s idle
 /// timeouts of common model servers (uvicorn, nginx), so we close first and
@@ -51,7 +54,7 @@ pub struct Upstream<B> {
     authority: Authority,
     timeout: Duration,
     http2: bool,
-    client: Client<HttpConnector, B>,
+    client: Client<HttpsConnector<HttpConnector>, B>,
 }
 
 impl<B> Upstream<B>
@@ -60,13 +63,28 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    pub fn new(backend: &config::Backend) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(backend.connect_timeout));
+    pub fn new(backend: &config::Backend) -> Result<Self, TlsError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(backend.connect_timeout));
         // Inference requests are small and latency-bound: never wait for
         // Nagle's algorithm to batch them.
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let cert_pair = backend
+            .client_cert
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
+        let tls = tls::client_config(backend.ca.as_deref(), cert_pair)?;
+        // SNI comes from the URL's host; ALPN offers exactly the protocol
+        // the backend is configured for.
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let connector = if backend.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
@@ -75,7 +93,7 @@ where
             .http2_only(backend.http2)
             .build(connector);
         let parts = backend.url.clone().into_parts();
-        Self {
+        Ok(Self {
             name: backend.name,
             scheme: parts.scheme.unwrap_or(Scheme::HTTP),
             authority: parts
@@ -84,7 +102,7 @@ where
             timeout: backend.timeout,
             http2: backend.http2,
             client,
-        }
+        })
     }
 
     /// `stable` or `candidate`.

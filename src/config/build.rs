@@ -75,6 +75,7 @@ impl Checker<'_> {
                 DEFAULT_MAX_CONNECTIONS,
                 1,
             ),
+            tls: raw.listen.tls.and_then(|t| self.listen_tls(t)),
         };
         let admin = self.admin(raw.admin, token_env);
         let stable = match raw.backends.stable {
@@ -157,13 +158,59 @@ impl Checker<'_> {
             DEFAULT_CONNECT_TIMEOUT,
         );
         let pool_max_idle = self.count(&key("pool_max_idle"), raw.pool_max_idle, 256, 0);
+        let ca = raw.ca.map(PathBuf::from);
+        let client_cert = match (raw.cert, raw.key) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    &key("key"),
+                    "is required with cert (client certificate for upstream mutual TLS)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    &key("cert"),
+                    "is required with key (client certificate for upstream mutual TLS)",
+                );
+                None
+            }
+        };
+        let url = url?;
+        let https = url.scheme_str() == Some("https");
+        if !https && (ca.is_some() || client_cert.is_some()) {
+            let field = if ca.is_some() { "ca" } else { "cert" };
+            self.problem(
+                &key(field),
+                "applies to https:// backends only; the url is http://",
+            );
+        }
+        if https {
+            // Read the files now so `understudy check` names the bad one.
+            if let Some(ca) = &ca
+                && let Err(e) = crate::tls::load_roots(ca)
+            {
+                self.problem(&key("ca"), e.to_string());
+            }
+            if let Some((cert, private_key)) = &client_cert {
+                if let Err(e) = crate::tls::load_certs(cert) {
+                    self.problem(&key("cert"), e.to_string());
+                }
+                if let Err(e) = crate::tls::load_key(private_key) {
+                    self.problem(&key("key"), e.to_string());
+                }
+            }
+        }
         Some(Backend {
             name,
-            url: url?,
+            url,
             timeout,
             connect_timeout,
             http2: raw.http2.unwrap_or(false),
             pool_max_idle,
+            ca,
+            client_cert,
         })
     }
 
@@ -194,6 +241,38 @@ impl Checker<'_> {
             return None;
         }
         Some(uri)
+    }
+
+    fn listen_tls(&mut self, raw: super::raw::RawListenTls) -> Option<ListenTls> {
+        let handshake_timeout = self.duration(
+            "listen.tls.handshake_timeout",
+            raw.handshake_timeout,
+            DEFAULT_HANDSHAKE_TIMEOUT,
+        );
+        let (Some(cert), Some(key)) = (raw.cert, raw.key) else {
+            self.problem("listen.tls", "needs both cert and key (PEM files)");
+            return None;
+        };
+        let tls = ListenTls {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+            client_ca: raw.client_ca.map(PathBuf::from),
+            handshake_timeout,
+        };
+        // Load now so `understudy check` reports unreadable or mismatched files.
+        if let Err(e) = crate::tls::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref()) {
+            let field = match &e {
+                crate::tls::TlsError::Read {
+                    what: "a private key",
+                    ..
+                } => "listen.tls.key",
+                crate::tls::TlsError::ClientCa { .. } => "listen.tls.client_ca",
+                _ => "listen.tls.cert",
+            };
+            self.problem(field, e.to_string());
+            return None;
+        }
+        Some(tls)
     }
 
     fn shadow(&mut self, raw: super::raw::RawShadow, has_candidate: bool) -> Shadow {

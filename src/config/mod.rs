@@ -44,6 +44,9 @@ pub const DEFAULT_KEEP_MISMATCHES: usize = 100;
 /// Grace period for in-flight requests on SIGTERM (Kubernetes' default
 /// termination grace period is 30 s; we leave it headroom to exit cleanly).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// A TLS handshake should take one or two round trips; ten seconds is
+/// generous for a slow client and short enough to shed half-open ones.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent client connections before new ones are answered 503 and
 /// closed; nginx's 512 worker_connections per worker is too low for a
 /// gateway, so we follow Envoy's practice of a high but finite limit.
@@ -73,6 +76,19 @@ pub struct Listen {
     pub backend_header: bool,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext.
+    pub tls: Option<ListenTls>,
+}
+
+/// The listener's certificate, and the CA that client certificates must
+/// chain to for mutual TLS. Paths are relative to the working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    /// A client that has not finished its handshake by then is dropped.
+    pub handshake_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +110,16 @@ pub struct Backend {
     pub http2: bool,
     /// Idle keep-alive connections kept per backend.
     pub pool_max_idle: usize,
+    /// Private CA for an `https://` backend (default: Mozilla's roots).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key for upstream mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl Backend {
+    pub fn is_https(&self) -> bool {
+        self.url.scheme_str() == Some("https")
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -33,6 +33,16 @@ pub struct RawListen {
     pub backend_header: Option<bool>,
     pub drain_timeout: Option<String>,
     pub max_connections: Option<i64>,
+    pub tls: Option<RawListenTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub client_ca: Option<String>,
+    pub handshake_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +67,9 @@ pub struct RawBackend {
     pub connect_timeout: Option<String>,
     pub http2: Option<bool>,
     pub pool_max_idle: Option<i64>,
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

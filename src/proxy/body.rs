@@ -18,7 +18,11 @@ use tokio::sync::oneshot;
 /// The copy of a body, once the stream has ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Captured {
-    Complete(Bytes),
+    Complete {
+        body: Bytes,
+        /// Trailers, when the body ended with them (gRPC status lives here).
+        trailers: Option<http::HeaderMap>,
+    },
     /// The body was larger than the cap; no copy was kept.
     Overflow,
 }
@@ -26,6 +30,7 @@ pub enum Captured {
 /// Collects data frames up to a cap.
 struct Capture {
     chunks: Vec<Bytes>,
+    trailers: Option<http::HeaderMap>,
     len: usize,
     limit: usize,
     done: oneshot::Sender<Captured>,
@@ -60,7 +65,10 @@ impl Capture {
                 buf.freeze()
             }
         };
-        let _ = self.done.send(Captured::Complete(bytes));
+        let _ = self.done.send(Captured::Complete {
+            body: bytes,
+            trailers: self.trailers,
+        });
     }
 }
 
@@ -85,6 +93,7 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
         let (done, receiver) = oneshot::channel();
         let capture = Capture {
             chunks: Vec::new(),
+            trailers: None,
             len: 0,
             limit,
             done,
@@ -125,6 +134,9 @@ where
                 if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.take()) {
                     this.capture = capture.push(data);
                 }
+                if let (Some(trailers), Some(capture)) = (frame.trailers_ref(), &mut this.capture) {
+                    capture.trailers = Some(trailers.clone());
+                }
                 // Length-delimited bodies are not polled past their last
                 // frame, so the end must be noticed here.
                 if this.inner.is_end_stream() {
@@ -151,6 +163,13 @@ where
 mod tests {
     use super::*;
     use http_body_util::{BodyExt, Full};
+
+    fn complete(body: Bytes) -> Captured {
+        Captured::Complete {
+            body,
+            trailers: None,
+        }
+    }
 
     /// A body of several data frames, as a chunked upload arrives.
     struct Chunks(std::collections::VecDeque<Bytes>);
@@ -180,7 +199,7 @@ mod tests {
         let (body, copy) = TeeBody::capturing(chunks(&["{\"a\":", "[1,2]", "}"]), 64);
         let forwarded = body.collect().await.unwrap().to_bytes();
         assert_eq!(forwarded, Bytes::from_static(b"{\"a\":[1,2]}"));
-        assert_eq!(copy.await.unwrap(), Captured::Complete(forwarded));
+        assert_eq!(copy.await.unwrap(), complete(forwarded));
     }
 
     #[tokio::test]
@@ -188,13 +207,13 @@ mod tests {
         let (body, copy) = TeeBody::capturing(Full::new(Bytes::from_static(b"{\"x\":1}")), 64);
         let forwarded = body.collect().await.unwrap().to_bytes();
         assert_eq!(forwarded, Bytes::from_static(b"{\"x\":1}"));
-        assert_eq!(copy.await.unwrap(), Captured::Complete(forwarded));
+        assert_eq!(copy.await.unwrap(), complete(forwarded));
     }
 
     #[tokio::test]
     async fn empty_body_completes_without_being_polled() {
         let (_body, copy) = TeeBody::capturing(Full::new(Bytes::new()), 64);
-        assert_eq!(copy.await.unwrap(), Captured::Complete(Bytes::new()));
+        assert_eq!(copy.await.unwrap(), complete(Bytes::new()));
     }
 
     #[tokio::test]

@@ -31,6 +31,7 @@ use crate::mirror::{Mirror, MirrorJob, Pending, Served};
 use crate::routing::Routing;
 use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
+use crate::tls::TlsError;
 use crate::upstream::{Upstream, UpstreamError};
 use body::TeeBody;
 use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
@@ -62,11 +63,11 @@ struct Pools {
 }
 
 impl Pools {
-    fn new(backend: &config::Backend) -> Self {
-        Self {
-            serve: Upstream::new(backend),
-            shadow: Arc::new(Upstream::new(backend)),
-        }
+    fn new(backend: &config::Backend) -> Result<Self, TlsError> {
+        Ok(Self {
+            serve: Upstream::new(backend)?,
+            shadow: Arc::new(Upstream::new(backend)?),
+        })
     }
 }
 
@@ -116,12 +117,12 @@ impl Proxy {
         routing: Arc<Routing>,
         stats: StatsHandle,
         access_log: Option<AccessLog>,
-    ) -> Self {
+    ) -> Result<Self, TlsError> {
         let mirror = Mirror::new(config.shadow.max_in_flight, stats.clone());
-        Self {
+        Ok(Self {
             inner: Arc::new(Inner {
-                stable: Pools::new(&config.stable),
-                candidate: config.candidate.as_ref().map(Pools::new),
+                stable: Pools::new(&config.stable)?,
+                candidate: config.candidate.as_ref().map(Pools::new).transpose()?,
                 settings: ArcSwap::from_pointee(settings),
                 routing,
                 mirror,
@@ -129,7 +130,7 @@ impl Proxy {
                 request_ids: RequestIds::new(),
                 access_log,
             }),
-        }
+        })
     }
 
     /// Applies reloaded settings to the next request.
@@ -271,6 +272,15 @@ impl Proxy {
                     status: parts.status.as_u16(),
                     latency,
                 });
+                let grpc_failed = crate::stats::window::grpc_failed(&parts.headers);
+                if grpc_failed {
+                    inner.stats.record(Event::Failure {
+                        backend: serving,
+                        role: Role::Serve,
+                        kind: FailureKind::Grpc,
+                        latency,
+                    });
+                }
                 headers::prepare_response(&mut parts.headers);
                 if settings.backend_header {
                     parts.headers.insert(
@@ -284,6 +294,7 @@ impl Proxy {
                         let (body, copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
                         let _ = served.send(Served::Response {
                             status: parts.status.as_u16(),
+                            grpc_failed,
                             body: copy,
                         });
                         body
@@ -309,7 +320,12 @@ impl Proxy {
                     kind,
                     latency,
                 });
-                tracing::warn!(request_id = ?request_id, %error, "serving backend failed");
+                tracing::warn!(
+                    request_id = ?request_id,
+                    backend = serving.as_str(),
+                    error = %crate::error::chain(&error),
+                    "serving backend failed"
+                );
                 let error = ProxyError::from(error);
                 log(error.status().as_u16());
                 error_response(

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::body::TeeBody;
 use crate::split::Backend;
+use crate::stats::window::grpc_failed;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -73,14 +74,23 @@ impl Body for ProxyBody {
         match &mut self.kind {
             Kind::Upstream { body, failure } => {
                 let frame = ready!(Pin::new(body).poll_frame(cx));
-                if let Some(Err(error)) = &frame
+                let failed = match &frame {
+                    Some(Err(error)) => {
+                        tracing::warn!(%error, "serving response body broke off");
+                        Some(FailureKind::Body)
+                    }
+                    Some(Ok(frame)) if frame.trailers_ref().is_some_and(grpc_failed) => {
+                        Some(FailureKind::Grpc)
+                    }
+                    _ => None,
+                };
+                if let Some(kind) = failed
                     && let Some(f) = failure.take()
                 {
-                    tracing::warn!(backend = f.backend.as_str(), %error, "response body broke off");
                     f.stats.record(Event::Failure {
                         backend: f.backend,
                         role: Role::Serve,
-                        kind: FailureKind::Body,
+                        kind,
                         latency: f.started.elapsed(),
                     });
                 }

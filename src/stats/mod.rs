@@ -316,9 +316,9 @@ impl StatsTask {
             } => {
                 let (b, r) = (backend_index(backend), role.index());
                 m.upstream_failures[b][r][kind.index()].increment(1);
-                // A broken body already counted its response head; other
-                // failures are requests without a response.
-                let counts_request = kind != FailureKind::Body;
+                // A broken body or failed gRPC call already counted its
+                // response head; other failures are requests without one.
+                let counts_request = !matches!(kind, FailureKind::Body | FailureKind::Grpc);
                 if counts_request {
                     m.requests[b][r][ERROR_CLASS].increment(1);
                     m.duration[b][r].record(latency.as_secs_f64());

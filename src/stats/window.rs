@@ -34,10 +34,19 @@ pub enum FailureKind {
     Protocol,
     /// The head arrived but the body broke off.
     Body,
+    /// A gRPC call ended with `grpc-status` other than 0 (OK), in the
+    /// trailers or a trailers-only response.
+    Grpc,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 4] = [Self::Connect, Self::Timeout, Self::Protocol, Self::Body];
+    pub const ALL: [FailureKind; 5] = [
+        Self::Connect,
+        Self::Timeout,
+        Self::Protocol,
+        Self::Body,
+        Self::Grpc,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,6 +54,7 @@ impl FailureKind {
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
             Self::Body => "body",
+            Self::Grpc => "grpc",
         }
     }
 
@@ -56,6 +66,14 @@ impl FailureKind {
 /// The status classes counted per backend; `error` is "no response".
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 pub const ERROR_CLASS: usize = 5;
+
+/// True when gRPC metadata says the call failed: `grpc-status` present and
+/// not `0` (OK).
+pub fn grpc_failed(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|status| status.as_bytes() != b"0")
+}
 
 /// Index into [`STATUS_CLASSES`] for an HTTP status.
 pub fn status_class(status: u16) -> usize {
@@ -74,7 +92,7 @@ pub struct RoleStats {
     /// Requests by [`STATUS_CLASSES`] index.
     pub by_class: [u64; 6],
     /// Failures by [`FailureKind`] (a body failure also has a status class).
-    pub failures: [u64; 4],
+    pub failures: [u64; 5],
     /// Time to the response head, in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -83,7 +101,7 @@ impl Default for RoleStats {
     fn default() -> Self {
         Self {
             by_class: [0; 6],
-            failures: [0; 4],
+            failures: [0; 5],
             latency_us: latency_histogram(),
         }
     }
@@ -94,10 +112,14 @@ impl RoleStats {
         self.by_class.iter().sum()
     }
 
-    /// 5xx, timeouts, transport errors and bodies that broke off: what the
-    /// rollout judge counts against a backend. 4xx are the client's fault.
+    /// 5xx, timeouts, transport errors, bodies that broke off and failed
+    /// gRPC calls: what the rollout judge counts against a backend. 4xx are
+    /// the client's fault.
     pub fn errors(&self) -> u64 {
-        self.by_class[4] + self.by_class[ERROR_CLASS] + self.failures[FailureKind::Body.index()]
+        self.by_class[4]
+            + self.by_class[ERROR_CLASS]
+            + self.failures[FailureKind::Body.index()]
+            + self.failures[FailureKind::Grpc.index()]
     }
 
     pub fn client_errors(&self) -> u64 {
