@@ -17,6 +17,12 @@ pub enum ProxyError {
     /// The proxy is at its limits (connections or queue).
     #[error("overloaded")]
     Overloaded,
+    /// The request body is larger than `listen.max_body_bytes`.
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    /// The client's request body broke off before it was complete.
+    #[error("client aborted the request body")]
+    ClientAborted,
 }
 
 /// Who caused an error: decides whether it is the client's or ours.
@@ -32,16 +38,20 @@ impl ProxyError {
         match self {
             ProxyError::Upstream(_) => Fault::Backend,
             ProxyError::Overloaded => Fault::Internal,
+            ProxyError::BodyTooLarge { .. } | ProxyError::ClientAborted => Fault::Client,
         }
     }
 
     /// The status the client sees: 504 when the backend was too slow, 502
-    /// when it was unreachable or answered garbage, 503 when we are full.
+    /// when it was unreachable or answered garbage, 503 when we are full,
+    /// 413 for a body over the limit, 400 for a body that broke off.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientAborted => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -53,6 +63,8 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "upstream failed",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::BodyTooLarge { .. } => "request body too large",
+            ProxyError::ClientAborted => "request body incomplete",
         };
         Bytes::from(serde_json::json!({ "error": message, "backend": backend }).to_string())
     }

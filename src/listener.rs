@@ -34,6 +34,17 @@ pub struct DataListener {
     pub drain_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub tls: Option<ListenerTls>,
+    pub limits: Limits,
+}
+
+/// hyper's smallest allowed read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+
+/// Per-connection protection against slow or oversized clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
 }
 
 /// The listener's TLS settings. The server config sits behind an
@@ -88,8 +99,17 @@ impl DataListener {
         let limit = Arc::new(Semaphore::new(self.max_connections));
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder.http1().timer(TokioTimer::new());
-        builder.http2().timer(TokioTimer::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            // hyper-util's auto builder bounds the head through the read
+            // buffer: a head that does not fit is answered 431.
+            .max_buf_size(self.limits.max_header_bytes.max(MIN_BUF_SIZE));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
         tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "data listener started");
         loop {
             let accepted = tokio::select! {

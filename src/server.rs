@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::access_log::AccessLog;
 use crate::admin::{AdminListener, AdminState};
 use crate::config::Config;
-use crate::listener::{self, DataListener, ListenerTls};
+use crate::listener::{self, DataListener, Limits, ListenerTls};
 use crate::proxy::{Proxy, Settings};
 use crate::rollout::{self, RolloutHandle};
 use crate::routing::Routing;
@@ -140,6 +140,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             drain_timeout: config.listen.drain_timeout,
             metrics: metrics.clone(),
             tls: tls.clone(),
+            limits: Limits {
+                header_read_timeout: config.listen.header_read_timeout,
+                max_header_bytes: config.listen.max_header_bytes,
+            },
         }
         .run(listener_shutdown.clone()),
     );

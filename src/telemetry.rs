@@ -63,6 +63,10 @@ pub struct Metrics {
     pub connections_rejected: Counter,
     pub access_log_dropped: Counter,
     pub tls_handshake_failures: Counter,
+    /// `understudy_requests_rejected_total{reason="body_too_large"}`
+    pub body_too_large: Counter,
+    /// `understudy_requests_rejected_total{reason="client_aborted"}`
+    pub client_aborted: Counter,
 }
 
 impl Metrics {
@@ -203,6 +207,14 @@ impl Metrics {
             connections_rejected: r.counter("understudy_connections_rejected_total", &[]),
             access_log_dropped: r.counter("understudy_access_log_dropped_total", &[]),
             tls_handshake_failures: r.counter("understudy_tls_handshake_failures_total", &[]),
+            body_too_large: r.counter(
+                "understudy_requests_rejected_total",
+                &[("reason", "body_too_large")],
+            ),
+            client_aborted: r.counter(
+                "understudy_requests_rejected_total",
+                &[("reason", "client_aborted")],
+            ),
             handle,
             recorder,
         }

@@ -75,6 +75,21 @@ impl Checker<'_> {
                 DEFAULT_MAX_CONNECTIONS,
                 1,
             ),
+            header_read_timeout: self.duration(
+                "listen.header_read_timeout",
+                raw.listen.header_read_timeout,
+                DEFAULT_HEADER_READ_TIMEOUT,
+            ),
+            max_header_bytes: self.count(
+                "listen.max_header_bytes",
+                raw.listen.max_header_bytes,
+                DEFAULT_MAX_HEADER_BYTES,
+                1024,
+            ),
+            max_body_bytes: raw
+                .listen
+                .max_body_bytes
+                .map(|v| self.count("listen.max_body_bytes", Some(v), 0, 1) as u64),
             tls: raw.listen.tls.and_then(|t| self.listen_tls(t)),
         };
         let admin = self.admin(raw.admin, token_env);

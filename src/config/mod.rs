@@ -44,6 +44,13 @@ pub const DEFAULT_KEEP_MISMATCHES: usize = 100;
 /// Grace period for in-flight requests on SIGTERM (Kubernetes' default
 /// termination grace period is 30 s; we leave it headroom to exit cleanly).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// nginx gives clients 60 s for a request head and keeps idle connections
+/// 75 s; hyper's 30 s default sheds slowloris clients twice as fast and is
+/// still far above any real client's head time.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx accepts request heads up to 4 × 8 KiB buffers; 64 KiB leaves room
+/// for large tokens and tracing headers.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A TLS handshake should take one or two round trips; ten seconds is
 /// generous for a slow client and short enough to shed half-open ones.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +83,13 @@ pub struct Listen {
     pub backend_header: bool,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// Time a client has to send a complete request head; also how long an
+    /// idle keep-alive connection waits for its next request.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted; larger ones get 431.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted (413 beyond); `None` is unlimited.
+    pub max_body_bytes: Option<u64>,
     /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext.
     pub tls: Option<ListenTls>,
 }

@@ -33,6 +33,9 @@ pub struct RawListen {
     pub backend_header: Option<bool>,
     pub drain_timeout: Option<String>,
     pub max_connections: Option<i64>,
+    pub header_read_timeout: Option<String>,
+    pub max_header_bytes: Option<i64>,
+    pub max_body_bytes: Option<i64>,
     pub tls: Option<RawListenTls>,
 }
 

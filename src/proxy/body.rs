@@ -72,10 +72,35 @@ impl Capture {
     }
 }
 
-/// A body that forwards `inner` and optionally captures a copy.
+/// Errors a forwarded body can end with, told apart so the proxy knows
+/// whose fault a failed exchange was.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body grew past `listen.max_body_bytes`.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The body's own source broke off (for a request: the client).
+    #[error("body stream broke off: {0}")]
+    Source(#[source] BoxError),
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl BodyError {
+    /// Finds a `BodyError` anywhere in an error's source chain.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+        std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
+    }
+}
+
+/// A body that forwards `inner`, optionally captures a copy, and enforces
+/// an optional size limit.
 pub struct TeeBody<B> {
     inner: B,
     capture: Option<Capture>,
+    /// Bytes forwarded so far, against `limit`.
+    seen: u64,
+    limit: u64,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
@@ -84,7 +109,16 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
         Self {
             inner,
             capture: None,
+            seen: 0,
+            limit: u64::MAX,
         }
+    }
+
+    /// Fails the body with [`BodyError::TooLarge`] once more than `limit`
+    /// bytes went through.
+    pub fn with_limit(mut self, limit: Option<u64>) -> Self {
+        self.limit = limit.unwrap_or(u64::MAX);
+        self
     }
 
     /// Forwards `inner` and captures up to `limit` bytes, delivered on the
@@ -101,6 +135,8 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
         let mut body = Self {
             inner,
             capture: Some(capture),
+            seen: 0,
+            limit: u64::MAX,
         };
         // An empty body may never be polled; finish it now.
         if body.inner.is_end_stream() {
@@ -119,16 +155,27 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
 impl<B> Body for TeeBody<B>
 where
     B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = frame.map(|f| f.map_err(|e| BodyError::Source(e.into())));
+        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
+            && let Some(data) = data
+        {
+            this.seen += data.len() as u64;
+            if this.seen > this.limit {
+                this.capture = None;
+                return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
+            }
+        }
         match &frame {
             Some(Ok(frame)) => {
                 if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.take()) {

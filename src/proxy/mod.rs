@@ -33,13 +33,15 @@ use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
 use crate::tls::TlsError;
 use crate::upstream::{Upstream, UpstreamError};
-use body::TeeBody;
+use body::{BodyError, TeeBody};
 use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
 pub use response::ProxyBody;
 
 /// Settings that a config reload replaces at once.
 pub struct Settings {
     pub shadow: config::Shadow,
+    /// `listen.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
     pub comparator: Arc<Comparator>,
     pub backend_header: bool,
     pub sticky: Option<StickyKey>,
@@ -49,6 +51,7 @@ impl Settings {
     pub fn from_config(config: &Config) -> Result<Self, crate::compare::SpecError> {
         Ok(Self {
             shadow: config.shadow.clone(),
+            max_body_bytes: config.listen.max_body_bytes,
             comparator: Arc::new(Comparator::new(&config.compare.spec)?),
             backend_header: config.listen.backend_header,
             sticky: config.split.sticky.clone(),
@@ -107,6 +110,12 @@ impl MirrorPlan {
             MirrorPlan::Skip(result) => result.as_str(),
             MirrorPlan::Go(_) => "mirrored",
         }
+    }
+}
+
+impl Inner {
+    fn metrics(&self) -> &crate::telemetry::Metrics {
+        self.stats.metrics()
     }
 }
 
@@ -192,6 +201,18 @@ impl Proxy {
         headers::prepare_request(&mut parts.headers, peer.ip(), scheme, authority.as_deref());
         let client_version = parts.version;
 
+        if let Some(limit) = settings.max_body_bytes
+            && declared_length(&parts.headers).is_some_and(|len| len > limit)
+        {
+            inner.metrics().body_too_large.increment(1);
+            let error = ProxyError::BodyTooLarge { limit };
+            return error_response(
+                &error,
+                serving.as_str(),
+                &request_id,
+                settings.backend_header,
+            );
+        }
         let plan = self.plan_mirror(&settings, &parts, other.is_some());
         let access = inner.access_log.as_ref().map(|log| {
             (
@@ -239,6 +260,7 @@ impl Proxy {
             MirrorPlan::Off | MirrorPlan::NotSampled => (TeeBody::passthrough(body), None),
         };
 
+        let body = body.with_limit(settings.max_body_bytes);
         parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
         parts.version = pools.serve.version();
         let upstream_request = Request::from_parts(parts, body);
@@ -306,6 +328,29 @@ impl Proxy {
                 Response::from_parts(parts, body)
             }
             Err(error) => {
+                // A failure caused by the client's own body is not the
+                // backend's: answer for the client and count nothing
+                // against the backend (the mirror sees the body closed).
+                let client_fault = match BodyError::find(&error) {
+                    Some(BodyError::TooLarge { limit }) => {
+                        inner.metrics().body_too_large.increment(1);
+                        Some(ProxyError::BodyTooLarge { limit: *limit })
+                    }
+                    Some(BodyError::Source(_)) => {
+                        inner.metrics().client_aborted.increment(1);
+                        Some(ProxyError::ClientAborted)
+                    }
+                    None => None,
+                };
+                if let Some(error) = client_fault {
+                    log(error.status().as_u16());
+                    return error_response(
+                        &error,
+                        serving.as_str(),
+                        &request_id,
+                        settings.backend_header,
+                    );
+                }
                 if let Some(served) = mirror_channels {
                     let _ = served.send(Served::Failed);
                 }
@@ -354,12 +399,7 @@ impl Proxy {
         if shadow.percent < 100.0 && rand::random::<f64>() * 100.0 >= shadow.percent {
             return MirrorPlan::NotSampled;
         }
-        let declared_length = parts
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared_length.is_some_and(|len| len > shadow.max_body_bytes as u64) {
+        if declared_length(&parts.headers).is_some_and(|len| len > shadow.max_body_bytes as u64) {
             return MirrorPlan::Skip(ShadowResult::SkippedBody);
         }
         match self.inner.mirror.try_reserve() {
@@ -367,6 +407,14 @@ impl Proxy {
             None => MirrorPlan::Skip(ShadowResult::DroppedOverload),
         }
     }
+}
+
+/// The request's `Content-Length`, when it has a valid one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// A response of the proxy's own, as SPEC §4 describes.
