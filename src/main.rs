@@ -13,7 +13,12 @@ use understudy::telemetry::init_tracing;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // The demo prints its own live view; only problems should interrupt it.
+    let default_level = match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log_format, default_level);
     if let Command::Check { config } = &cli.command {
         return cli::check(config);
     }

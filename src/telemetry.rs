@@ -304,11 +304,12 @@ pub enum LogFormat {
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default
-/// `info`), output to stderr in the chosen format. Safe to call twice (the
+/// `default_level`), output to stderr in the chosen format. Safe to call twice (the
 /// second call is ignored), which matters in tests.
-pub fn init_tracing(format: LogFormat) {
+pub fn init_tracing(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
