@@ -109,10 +109,27 @@ impl Mirror {
 async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     let body = match pending.request_body.await {
         Ok(Captured::Complete { body, .. }) => body,
-        // Too large, or never fully received (client aborted, serving
-        // backend failed before reading it): there is nothing to replay.
-        Ok(Captured::Overflow) | Err(_) => {
+        Ok(Captured::Overflow) => {
             stats.record(Event::Shadow(ShadowResult::SkippedBody));
+            return;
+        }
+        // The body never completed: the client went away, or the serving
+        // backend failed before reading it. There is nothing to replay, but
+        // a serving failure is still that backend's error outcome.
+        Err(_) => {
+            stats.record(Event::Shadow(ShadowResult::SkippedBody));
+            let served = tokio::time::timeout(job.served_timeout, pending.served).await;
+            if let Ok(Ok(Served::Failed)) = served {
+                let outcome = match job.serving {
+                    Backend::Stable => Outcome::StableError,
+                    Backend::Candidate => Outcome::ShadowError,
+                };
+                stats.record(Event::Compared {
+                    outcome,
+                    elements: Default::default(),
+                    mismatch: None,
+                });
+            }
             return;
         }
     };

@@ -33,6 +33,112 @@ const DURATION_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Help text of every metric: `promtool check metrics` rejects a series
+/// without one, and a test runs it on our exposition.
+const DESCRIPTIONS: [(&str, Kind, &str); 19] = [
+    (
+        "understudy_requests_total",
+        Kind::Counter,
+        "Requests sent to each backend, by role (serve|shadow) and status class.",
+    ),
+    (
+        "understudy_request_duration_seconds",
+        Kind::Histogram,
+        "Time from sending a request to a backend until its response head arrived.",
+    ),
+    (
+        "understudy_upstream_failures_total",
+        Kind::Counter,
+        "Requests to a backend that yielded no usable response (or a failed body or gRPC status), by kind.",
+    ),
+    (
+        "understudy_shadow_total",
+        Kind::Counter,
+        "What happened to each request chosen for mirroring.",
+    ),
+    (
+        "understudy_comparisons_total",
+        Kind::Counter,
+        "Outcome of comparing the stable and candidate responses of one request.",
+    ),
+    (
+        "understudy_prediction_elements_total",
+        Kind::Counter,
+        "Per-row agreement of batch predictions.",
+    ),
+    (
+        "understudy_match_ratio",
+        Kind::Gauge,
+        "Share of compared responses that matched over the last minute.",
+    ),
+    (
+        "understudy_canary_weight_percent",
+        Kind::Gauge,
+        "Share of client traffic served by the candidate, in percent.",
+    ),
+    (
+        "understudy_rollout_phase",
+        Kind::Gauge,
+        "1 for the rollout's current phase, 0 for the others.",
+    ),
+    (
+        "understudy_rollout_decisions_total",
+        Kind::Counter,
+        "Rollout judge decisions by verdict.",
+    ),
+    (
+        "understudy_rollbacks_total",
+        Kind::Counter,
+        "Rollbacks, automatic or manual.",
+    ),
+    (
+        "understudy_config_reloads_total",
+        Kind::Counter,
+        "Config reloads on SIGHUP by result.",
+    ),
+    (
+        "understudy_stats_events_dropped_total",
+        Kind::Counter,
+        "Statistics events dropped because the stats task fell behind.",
+    ),
+    (
+        "understudy_shadow_in_flight",
+        Kind::Gauge,
+        "Mirrored requests currently in flight.",
+    ),
+    (
+        "understudy_connections_open",
+        Kind::Gauge,
+        "Client connections currently open.",
+    ),
+    (
+        "understudy_connections_rejected_total",
+        Kind::Counter,
+        "Client connections refused because listen.max_connections was reached.",
+    ),
+    (
+        "understudy_access_log_dropped_total",
+        Kind::Counter,
+        "Access log lines dropped because the writer fell behind.",
+    ),
+    (
+        "understudy_tls_handshake_failures_total",
+        Kind::Counter,
+        "Client TLS handshakes that failed or timed out (e.g. no valid client certificate).",
+    ),
+    (
+        "understudy_requests_rejected_total",
+        Kind::Counter,
+        "Client requests answered by the proxy itself because of the client: body over listen.max_body_bytes (413) or an upload that broke off.",
+    ),
+];
+
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -81,70 +187,13 @@ impl Metrics {
         let handle = recorder.handle();
         let r = Registrar(&recorder);
 
-        r.describe_counter(
-            "understudy_requests_total",
-            "Requests sent to each backend, by role (serve|shadow) and status class.",
-        );
-        r.describe_histogram(
-            "understudy_request_duration_seconds",
-            "Time from sending a request to a backend until its response head arrived.",
-        );
-        r.describe_counter(
-            "understudy_upstream_failures_total",
-            "Requests to a backend that yielded no usable response, by kind.",
-        );
-        r.describe_counter(
-            "understudy_shadow_total",
-            "What happened to each request chosen for mirroring.",
-        );
-        r.describe_counter(
-            "understudy_comparisons_total",
-            "Outcome of comparing the stable and candidate responses of one request.",
-        );
-        r.describe_counter(
-            "understudy_prediction_elements_total",
-            "Per-row agreement of batch predictions.",
-        );
-        r.describe_gauge(
-            "understudy_match_ratio",
-            "Share of compared responses that matched over the last minute.",
-        );
-        r.describe_gauge(
-            "understudy_canary_weight_percent",
-            "Share of client traffic served by the candidate, in percent.",
-        );
-        r.describe_gauge(
-            "understudy_rollout_phase",
-            "1 for the rollout's current phase, 0 for the others.",
-        );
-        r.describe_counter(
-            "understudy_rollout_decisions_total",
-            "Rollout judge decisions by verdict.",
-        );
-        r.describe_counter(
-            "understudy_rollbacks_total",
-            "Rollbacks, automatic or manual.",
-        );
-        r.describe_counter(
-            "understudy_config_reloads_total",
-            "Config reloads on SIGHUP by result.",
-        );
-        r.describe_counter(
-            "understudy_stats_events_dropped_total",
-            "Statistics events dropped because the stats task fell behind.",
-        );
-        r.describe_gauge(
-            "understudy_shadow_in_flight",
-            "Mirrored requests currently in flight.",
-        );
-        r.describe_gauge(
-            "understudy_connections_open",
-            "Client connections currently open.",
-        );
-        r.describe_counter(
-            "understudy_connections_rejected_total",
-            "Client connections refused because listen.max_connections was reached.",
-        );
+        for (name, kind, help) in DESCRIPTIONS {
+            match kind {
+                Kind::Counter => r.describe_counter(name, help),
+                Kind::Gauge => r.describe_gauge(name, help),
+                Kind::Histogram => r.describe_histogram(name, help),
+            }
+        }
 
         let per_backend_role = |f: &dyn Fn(&'static str, &'static str) -> [Counter; 6]| {
             [0, 1].map(|b| [0, 1].map(|ro| f(BACKENDS[b], ROLES[ro])))

@@ -94,7 +94,11 @@ pub fn server_config(
     let builder = ServerConfig::builder();
     let builder = match client_ca {
         Some(ca) => {
-            let verifier = WebPkiClientVerifier::builder(Arc::new(load_roots(ca)?))
+            let roots = load_roots(ca).map_err(|e| TlsError::ClientCa {
+                path: ca.to_owned(),
+                reason: e.to_string(),
+            })?;
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
                 .build()
                 .map_err(|e| TlsError::ClientCa {
                     path: ca.to_owned(),

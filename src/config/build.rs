@@ -240,8 +240,11 @@ impl Checker<'_> {
                 return None;
             }
         };
-        if uri.scheme_str() != Some("http") {
-            self.problem(key, format!("expected an http:// URL, got {text:?}"));
+        if !matches!(uri.scheme_str(), Some("http" | "https")) {
+            self.problem(
+                key,
+                format!("expected an http:// or https:// URL, got {text:?}"),
+            );
             return None;
         }
         if uri.authority().is_none() {

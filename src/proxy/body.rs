@@ -178,7 +178,11 @@ where
         }
         match &frame {
             Some(Ok(frame)) => {
-                if let (Some(data), Some(capture)) = (frame.data_ref(), this.capture.take()) {
+                // Take the capture only for a data frame: a trailers frame
+                // must leave it in place to be finished.
+                if let Some(data) = frame.data_ref()
+                    && let Some(capture) = this.capture.take()
+                {
                     this.capture = capture.push(data);
                 }
                 if let (Some(trailers), Some(capture)) = (frame.trailers_ref(), &mut this.capture) {
@@ -269,6 +273,47 @@ mod tests {
         let (body, copy) = TeeBody::capturing(Full::new(data.clone()), 99);
         assert_eq!(body.collect().await.unwrap().to_bytes(), data);
         assert_eq!(copy.await.unwrap(), Captured::Overflow);
+    }
+
+    /// Data frames, then trailers, as a gRPC response ends.
+    struct WithTrailers(std::collections::VecDeque<Frame<Bytes>>);
+
+    impl Body for WithTrailers {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_complete_the_copy_and_are_kept() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let frames = [
+            Frame::data(Bytes::from_static(b"\0\0\0\0\x01a")),
+            Frame::trailers(trailers.clone()),
+        ];
+        let (body, copy) = TeeBody::capturing(WithTrailers(frames.into_iter().collect()), 64);
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(
+            copy.await.unwrap(),
+            Captured::Complete {
+                body: Bytes::from_static(b"\0\0\0\0\x01a"),
+                trailers: Some(trailers),
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn body_over_the_limit_fails_with_too_large() {
+        let body = TeeBody::passthrough(chunks(&["12345", "67890"])).with_limit(Some(7));
+        let error = body.collect().await.unwrap_err();
+        assert!(matches!(error, BodyError::TooLarge { limit: 7 }), "{error}");
     }
 
     #[tokio::test]

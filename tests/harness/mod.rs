@@ -251,3 +251,29 @@ impl Binary {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 }
+
+impl Proxy {
+    /// `GET /mismatches` as JSON.
+    pub async fn mismatches(&self) -> Value {
+        get_json(&format!("{}/mismatches", self.admin)).await
+    }
+
+    /// Polls `/metrics` until the sample `series` (as for [`metric`]) is at
+    /// least `at_least`; returns that scrape, or panics after `timeout` with
+    /// the last value. Comparisons and mirrors are counted asynchronously,
+    /// so tests wait for counts instead of sleeping.
+    pub async fn wait_metric(&self, series: &str, at_least: f64, timeout: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await;
+            let value = metric(&text, series);
+            if value.is_some_and(|v| v >= at_least) {
+                return text;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{series} did not reach {at_least} within {timeout:?} (last: {value:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

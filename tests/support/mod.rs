@@ -29,6 +29,7 @@
 mod raw;
 mod reply;
 mod server;
+pub mod tls;
 mod upstream;
 
 use std::net::{Ipv4Addr, SocketAddr};
