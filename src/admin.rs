@@ -90,6 +90,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
     let path = request.uri().path().to_owned();
     match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => {
+            state.stats.flush().await;
             state
                 .metrics
                 .shadow_in_flight

@@ -51,6 +51,10 @@ pub enum Command {
         /// Discard the persisted rollout state and start a fresh rollout.
         #[arg(long)]
         reset_state: bool,
+        /// Record live requests to this JSONL file (100% unless [record]
+        /// percent says otherwise), for `understudy validate`.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// Validate a config file: every problem with its key and line.
     Check {
@@ -80,6 +84,9 @@ pub enum Command {
         #[arg(long, global = true)]
         token: Option<String>,
     },
+    /// Replay recorded requests to stable and candidate and judge them with
+    /// the shadow gate: exit 0 pass, 1 fail, 2 usage/config errors.
+    Validate(crate::validate::ValidateArgs),
     /// Start toy model servers, the proxy and load, and walk a rollout live.
     Demo {
         /// Upper bound on how long the demo runs.

@@ -23,6 +23,9 @@ pub enum ProxyError {
     /// The client's request body broke off before it was complete.
     #[error("client aborted the request body")]
     ClientAborted,
+    /// The client stopped sending its request body.
+    #[error("client sent no request body data for {timeout:?}")]
+    ClientTimeout { timeout: std::time::Duration },
 }
 
 /// Who caused an error: decides whether it is the client's or ours.
@@ -38,13 +41,16 @@ impl ProxyError {
         match self {
             ProxyError::Upstream(_) => Fault::Backend,
             ProxyError::Overloaded => Fault::Internal,
-            ProxyError::BodyTooLarge { .. } | ProxyError::ClientAborted => Fault::Client,
+            ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientAborted
+            | ProxyError::ClientTimeout { .. } => Fault::Client,
         }
     }
 
     /// The status the client sees: 504 when the backend was too slow, 502
     /// when it was unreachable or answered garbage, 503 when we are full,
-    /// 413 for a body over the limit, 400 for a body that broke off.
+    /// 413 for a body over the limit, 400 for a body that broke off, 408 for
+    /// an upload that stalled.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
@@ -52,6 +58,7 @@ impl ProxyError {
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientAborted => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -65,6 +72,7 @@ impl ProxyError {
             ProxyError::Overloaded => "overloaded",
             ProxyError::BodyTooLarge { .. } => "request body too large",
             ProxyError::ClientAborted => "request body incomplete",
+            ProxyError::ClientTimeout { .. } => "request body timed out",
         };
         Bytes::from(serde_json::json!({ "error": message, "backend": backend }).to_string())
     }

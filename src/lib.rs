@@ -17,6 +17,9 @@
 //!   shuts it down in order; [`error`] maps the proxy's own failures to
 //!   status codes.
 //! * [`cli`], [`demo`] and [`toy`] (built-in model servers) serve the binary.
+//! * [`record`] samples live requests into a JSONL file (off the hot path);
+//!   [`validate`] replays such a file against both backends and runs the
+//!   rollout judge on the result, for CI.
 //!
 //! `compare`, `split`, `stats::window` and the rollout judge import nothing
 //! of the proxy: they are pure and reused by validation runs.
@@ -32,6 +35,7 @@ pub mod error;
 pub mod listener;
 pub mod mirror;
 pub mod proxy;
+pub mod record;
 pub mod rollout;
 pub mod routing;
 pub mod server;
@@ -42,3 +46,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod toy;
 pub mod upstream;
+pub mod validate;

@@ -28,13 +28,16 @@ use crate::telemetry::Metrics;
 
 /// Accepts client connections and serves them with the proxy.
 pub struct DataListener {
-    pub listener: TcpListener,
+    /// A non-blocking std listener, registered with the runtime that runs
+    /// this data listener (each worker has its own).
+    pub listener: std::net::TcpListener,
     pub proxy: Proxy,
-    pub max_connections: usize,
     pub drain_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub tls: Option<ListenerTls>,
     pub limits: Limits,
+    /// Connection slots shared by all workers (`listen.max_connections`).
+    pub limit: Arc<Semaphore>,
 }
 
 /// hyper's smallest allowed read buffer.
@@ -96,7 +99,14 @@ impl DataListener {
     /// Serves until `shutdown`, then drains open connections for at most
     /// the drain timeout.
     pub async fn run(self, shutdown: CancellationToken) {
-        let limit = Arc::new(Semaphore::new(self.max_connections));
+        let listener = match TcpListener::from_std(self.listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot register the data listener");
+                return;
+            }
+        };
+        let limit = self.limit.clone();
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -110,10 +120,10 @@ impl DataListener {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
-        tracing::info!(addr = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "data listener started");
+        tracing::debug!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "data listener started");
         loop {
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = listener.accept() => accepted,
                 _ = shutdown.cancelled() => break,
             };
             let (stream, peer) = match accepted {
@@ -168,16 +178,48 @@ impl DataListener {
                 }
             }
         }
-        drop(self.listener);
-        tracing::info!("data listener stopped accepting; draining");
+        drop(listener);
+        tracing::debug!("data listener stopped accepting; draining");
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("all client connections drained"),
+            _ = graceful.shutdown() => tracing::debug!("client connections drained"),
             _ = tokio::time::sleep(self.drain_timeout) => {
                 tracing::warn!(timeout = ?self.drain_timeout, "drain timeout reached; closing remaining connections");
             }
         }
     }
 }
+
+/// Binds `count` listening sockets on one address with `SO_REUSEPORT`, so
+/// each data-plane worker accepts on its own queue and the kernel spreads
+/// connections between them (nginx's `reuseport`). With port 0 the first
+/// socket picks the port and the others join it.
+pub fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = reuseport_listener(addr)?;
+    let actual = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..count.max(1) {
+        listeners.push(reuseport_listener(actual)?);
+    }
+    Ok(listeners)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
+    socket.set_reuse_address(true).map_err(named)?;
+    socket.set_reuse_port(true).map_err(named)?;
+    socket.set_nonblocking(true).map_err(named)?;
+    socket.bind(&addr.into()).map_err(named)?;
+    socket.listen(LISTEN_BACKLOG).map_err(named)?;
+    Ok(socket.into())
+}
+
+/// Pending connections per worker socket, as nginx's default `backlog` on
+/// Linux (511) rounded up.
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// Binds a TCP listener, naming the address in the error.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -1,7 +1,7 @@
 //! The `understudy` binary: parse arguments, run the command, map the
 //! outcome to an exit code. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own live view; only problems should interrupt it.
     let default_level = match cli.command {
-        Command::Demo { .. } => "warn",
+        Command::Demo { .. } | Command::Validate(_) => "warn",
         _ => "info",
     };
     init_tracing(cli.log_format, default_level);
@@ -46,7 +46,8 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             reset_state,
-        } => run(&config, reset_state).await,
+            record,
+        } => run(&config, reset_state, record).await,
         Command::Check { config } => Ok(cli::check(&config)),
         Command::Status { admin, json } => Ok(cli::status(&admin, json).await?),
         Command::Rollout {
@@ -55,12 +56,22 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             token,
         } => Ok(cli::rollout(&admin, &action, token).await?),
         Command::Demo { duration } => Ok(understudy::demo::run(duration).await?),
+        Command::Validate(args) => Ok(understudy::validate::run(args).await),
     }
 }
 
-async fn run(path: &Path, reset_state: bool) -> anyhow::Result<ExitCode> {
+async fn run(path: &Path, reset_state: bool, record: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
-    let config = Config::load(path)?;
+    // `--record FILE` applies to every load, so a reload keeps recording.
+    let load = |path: &Path| {
+        Config::load(path).map(|mut config| {
+            if let Some(file) = &record {
+                config.record_to(file.clone());
+            }
+            config
+        })
+    };
+    let config = load(path)?;
     let mut running = server::start(config, StartOptions { reset_state })
         .await
         .context("cannot start understudy")?;
@@ -72,7 +83,7 @@ async fn run(path: &Path, reset_state: bool) -> anyhow::Result<ExitCode> {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
             _ = hangup.recv() => {
-                let outcome = match Config::load(path) {
+                let outcome = match load(path) {
                     Ok(config) => running.reload(config),
                     Err(error) => {
                         running.reject_reload();

@@ -116,7 +116,7 @@ async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
         // The body never completed: the client went away, or the serving
         // backend failed before reading it. There is nothing to replay, but
         // a serving failure is still that backend's error outcome.
-        Err(_) => {
+        Ok(Captured::Broken) | Err(_) => {
             stats.record(Event::Shadow(ShadowResult::SkippedBody));
             let served = tokio::time::timeout(job.served_timeout, pending.served).await;
             if let Ok(Ok(Served::Failed)) = served {
@@ -308,6 +308,10 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
                     truncated: true,
                     grpc_failed,
                 },
+                // The serving backend broke off mid-body: its failure, as a
+                // shadow body that breaks off is the shadow's.
+                Ok(Captured::Broken) => Answer::Failed,
+                // The client went away before the body ended: unknown.
                 Err(_) => Answer::Unknown,
             },
             Err(_) => Answer::Unknown,
@@ -316,4 +320,40 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
     tokio::time::timeout(limit, wait)
         .await
         .unwrap_or(Answer::Unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn served_with(body: Option<Captured>) -> Answer {
+        let (body_tx, body_rx) = oneshot::channel();
+        if let Some(captured) = body {
+            body_tx.send(captured).unwrap();
+        } else {
+            drop(body_tx);
+        }
+        let (served_tx, served_rx) = oneshot::channel();
+        served_tx
+            .send(Served::Response {
+                status: 200,
+                grpc_failed: false,
+                body: body_rx,
+            })
+            .unwrap();
+        wait_served(served_rx, Duration::from_secs(1)).await
+    }
+
+    #[tokio::test]
+    async fn serving_body_that_broke_off_is_a_failed_answer() {
+        assert!(matches!(
+            served_with(Some(Captured::Broken)).await,
+            Answer::Failed
+        ));
+    }
+
+    #[tokio::test]
+    async fn serving_body_dropped_by_the_client_is_unknown() {
+        assert!(matches!(served_with(None).await, Answer::Unknown));
+    }
 }

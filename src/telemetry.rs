@@ -41,7 +41,7 @@ enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-const DESCRIPTIONS: [(&str, Kind, &str); 19] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 20] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -128,6 +128,11 @@ const DESCRIPTIONS: [(&str, Kind, &str); 19] = [
         "Access log lines dropped because the writer fell behind.",
     ),
     (
+        "understudy_record_total",
+        Kind::Counter,
+        "Requests sampled by [record]: written to the recording, or dropped (queue full, body over the cap, write failed).",
+    ),
+    (
         "understudy_tls_handshake_failures_total",
         Kind::Counter,
         "Client TLS handshakes that failed or timed out (e.g. no valid client certificate).",
@@ -168,11 +173,15 @@ pub struct Metrics {
     pub connections: Gauge,
     pub connections_rejected: Counter,
     pub access_log_dropped: Counter,
+    /// `understudy_record_total{result}`: `[written, dropped]`
+    pub record: [Counter; 2],
     pub tls_handshake_failures: Counter,
     /// `understudy_requests_rejected_total{reason="body_too_large"}`
     pub body_too_large: Counter,
     /// `understudy_requests_rejected_total{reason="client_aborted"}`
     pub client_aborted: Counter,
+    /// `understudy_requests_rejected_total{reason="client_timeout"}`
+    pub client_timeout: Counter,
 }
 
 impl Metrics {
@@ -255,6 +264,8 @@ impl Metrics {
             connections: r.gauge("understudy_connections_open", &[]),
             connections_rejected: r.counter("understudy_connections_rejected_total", &[]),
             access_log_dropped: r.counter("understudy_access_log_dropped_total", &[]),
+            record: ["written", "dropped"]
+                .map(|res| r.counter("understudy_record_total", &[("result", res)])),
             tls_handshake_failures: r.counter("understudy_tls_handshake_failures_total", &[]),
             body_too_large: r.counter(
                 "understudy_requests_rejected_total",
@@ -263,6 +274,10 @@ impl Metrics {
             client_aborted: r.counter(
                 "understudy_requests_rejected_total",
                 &[("reason", "client_aborted")],
+            ),
+            client_timeout: r.counter(
+                "understudy_requests_rejected_total",
+                &[("reason", "client_timeout")],
             ),
             handle,
             recorder,

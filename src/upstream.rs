@@ -16,6 +16,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use hyper_rustls::HttpsConnector;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
 use crate::config;
 use crate::tls::{self, TlsError};
 
@@ -23,6 +29,19 @@ use crate::tls::{self, TlsError};
 /// timeouts of common model servers (uvicorn, nginx), so we close first and
 /// never send on a connection the server is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Watches a request body's progress while it is being sent, so the head
+/// timeout can start when the body is done.
+#[derive(Debug)]
+pub struct BodyProgress {
+    /// Resolves when the body has ended or failed (or was dropped).
+    pub ended: oneshot::Receiver<()>,
+    /// Increases every time the body is polled.
+    pub polls: Arc<AtomicU64>,
+    /// True while the body waits for its own source (the client), which
+    /// is the client's slowness, not the backend's.
+    pub waiting_on_source: Arc<AtomicBool>,
+}
 
 /// Why a request to a backend produced no response head.
 #[derive(Debug, thiserror::Error)]
@@ -149,17 +168,70 @@ where
         timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout {
-                backend: self.name,
-                timeout,
-            }),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(source)) if source.is_connect() => Err(UpstreamError::Connect {
+            Err(_) => Err(self.timed_out(timeout)),
+            Ok(result) => self.classify(result),
+        }
+    }
+
+    /// Sends a request whose body streams from a client. The head timeout
+    /// starts only once the body has been sent (as Envoy does): a slow
+    /// upload is the client's business, not the backend's latency. While
+    /// the body is still going out, a backend that stops reading it (the
+    /// body is not polled for `timeout` although it has data to give) is a
+    /// timeout; a client that stops sending is the body's idle timeout. Returns the response
+    /// and the instant the head timer started, which is where the backend's
+    /// latency is measured from.
+    pub async fn send_streaming(
+        &self,
+        request: Request<B>,
+        timeout: Duration,
+        mut progress: BodyProgress,
+    ) -> Result<(Response<Incoming>, Instant), UpstreamError> {
+        let started = Instant::now();
+        let response = self.client.request(request);
+        tokio::pin!(response);
+        let mut last_polls = progress.polls.load(Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut response => return self.classify(result).map(|r| (r, started)),
+                _ = &mut progress.ended => break,
+                _ = tokio::time::sleep(timeout) => {
+                    let polls = progress.polls.load(Ordering::Relaxed);
+                    let waiting = progress.waiting_on_source.load(Ordering::Relaxed);
+                    if polls == last_polls && !waiting {
+                        return Err(self.timed_out(timeout));
+                    }
+                    last_polls = polls;
+                }
+            }
+        }
+        let body_sent = Instant::now();
+        match tokio::time::timeout(timeout, response).await {
+            Err(_) => Err(self.timed_out(timeout)),
+            Ok(result) => self.classify(result).map(|r| (r, body_sent)),
+        }
+    }
+
+    fn timed_out(&self, timeout: Duration) -> UpstreamError {
+        UpstreamError::Timeout {
+            backend: self.name,
+            timeout,
+        }
+    }
+
+    fn classify(
+        &self,
+        result: Result<Response<Incoming>, hyper_util::client::legacy::Error>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match result {
+            Ok(response) => Ok(response),
+            Err(source) if source.is_connect() => Err(UpstreamError::Connect {
                 backend: self.name,
                 url: format!("{}://{}", self.scheme, self.authority),
                 source,
             }),
-            Ok(Err(source)) => Err(UpstreamError::Protocol {
+            Err(source) => Err(UpstreamError::Protocol {
                 backend: self.name,
                 source,
             }),

@@ -224,3 +224,45 @@ async fn body_over_listen_max_body_bytes_gets_413() {
     );
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn stalled_upload_gets_408_and_is_not_blamed_on_the_backend() {
+    let stable = FakeUpstream::start(Reply::echo()).await;
+    let text = harness::config_text(&stable.url(), None, "").replace(
+        "drain_timeout = \"5s\"",
+        "drain_timeout = \"5s\"\nbody_idle_timeout = \"1s\"",
+    );
+    let proxy = harness::start_text(&text).await;
+    let addr = proxy.url.trim_start_matches("http://").to_owned();
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    stream
+        .write_all(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"partial\":")
+        .await
+        .unwrap();
+    // Never send the rest: the proxy must give up on the client.
+    let mut response = Vec::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    assert!(
+        read.is_ok(),
+        "the proxy kept waiting for the stalled upload"
+    );
+    let response = String::from_utf8_lossy(&response);
+    assert_eq!(status_of(&response), Some(408), "{response}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        harness::metric(
+            &metrics,
+            r#"understudy_requests_rejected_total{reason="client_timeout"}"#
+        ),
+        Some(1.0)
+    );
+    for kind in ["timeout", "protocol", "connect"] {
+        let series = format!(
+            r#"understudy_upstream_failures_total{{backend="stable",role="serve",kind="{kind}"}}"#
+        );
+        assert_eq!(harness::metric(&metrics, &series), Some(0.0), "{series}");
+    }
+    assert_still_serving(&addr).await;
+    proxy.stop().await;
+}

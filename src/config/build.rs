@@ -75,6 +75,12 @@ impl Checker<'_> {
                 DEFAULT_MAX_CONNECTIONS,
                 1,
             ),
+            workers: self.count(
+                "listen.workers",
+                raw.listen.workers,
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                1,
+            ),
             header_read_timeout: self.duration(
                 "listen.header_read_timeout",
                 raw.listen.header_read_timeout,
@@ -90,6 +96,11 @@ impl Checker<'_> {
                 .listen
                 .max_body_bytes
                 .map(|v| self.count("listen.max_body_bytes", Some(v), 0, 1) as u64),
+            body_idle_timeout: self.duration(
+                "listen.body_idle_timeout",
+                raw.listen.body_idle_timeout,
+                DEFAULT_BODY_IDLE_TIMEOUT,
+            ),
             tls: raw.listen.tls.and_then(|t| self.listen_tls(t)),
         };
         let admin = self.admin(raw.admin, token_env);
@@ -127,6 +138,7 @@ impl Checker<'_> {
             "stdout" | "-" => AccessLogTarget::Stdout,
             path => AccessLogTarget::File(PathBuf::from(path)),
         });
+        let record = raw.record.map(|r| self.record(r));
         Some(Config {
             listen,
             admin,
@@ -137,7 +149,63 @@ impl Checker<'_> {
             rollout,
             split: Split { sticky },
             log: Log { access },
+            record,
         })
+    }
+
+    fn record(&mut self, raw: super::raw::RawRecord) -> Record {
+        let path = match raw.path {
+            Some(p) if p.trim().is_empty() => {
+                self.problem("record.path", "expected a file path, got an empty string");
+                None
+            }
+            p => p.map(PathBuf::from),
+        };
+        let percent = raw.percent.filter(|p| {
+            let ok = (0.0..=100.0).contains(p);
+            if !ok {
+                self.problem(
+                    "record.percent",
+                    format!("expected a percentage between 0 and 100, got {p}"),
+                );
+            }
+            ok
+        });
+        let max_bytes = match raw.max_bytes {
+            None => DEFAULT_RECORD_MAX_BYTES,
+            // Below a few KiB every line would rotate the file.
+            Some(v) if v >= 4096 => v as u64,
+            Some(v) => {
+                self.problem(
+                    "record.max_bytes",
+                    format!("expected a size in bytes >= 4096, got {v}"),
+                );
+                DEFAULT_RECORD_MAX_BYTES
+            }
+        };
+        let headers = match raw.headers {
+            None => default_record_headers(),
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => Some(name),
+                    Err(_) => {
+                        self.problem(
+                            &format!("record.headers[{i}]"),
+                            format!("expected an HTTP header name, got {h:?}"),
+                        );
+                        None
+                    }
+                })
+                .collect(),
+        };
+        Record {
+            path,
+            percent,
+            max_bytes,
+            headers,
+        }
     }
 
     fn admin(&mut self, raw: super::raw::RawAdmin, token_env: Option<String>) -> Admin {

@@ -48,6 +48,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// 75 s; hyper's 30 s default sheds slowloris clients twice as fast and is
 /// still far above any real client's head time.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// nginx's client_body_timeout: the longest pause allowed between two reads
+/// of a request body.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx accepts request heads up to 4 × 8 KiB buffers; 64 KiB leaves room
 /// for large tokens and tracing headers.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -61,6 +64,17 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Environment variable that may carry the admin token, so it needs not be
 /// written into the config file.
 pub const ADMIN_TOKEN_ENV: &str = "UNDERSTUDY_ADMIN_TOKEN";
+/// Share of live requests recorded by `[record]`: enough for a validation
+/// run within a day of traffic, too little to load the disk.
+pub const DEFAULT_RECORD_PERCENT: f64 = 1.0;
+/// `understudy run --record FILE` without a `[record] percent`: the user
+/// asked for a recording now, so record everything.
+pub const DEFAULT_RECORD_FLAG_PERCENT: f64 = 100.0;
+/// The recording rotates beyond 1 GiB (two files at most on disk).
+pub const DEFAULT_RECORD_MAX_BYTES: u64 = 1 << 30;
+/// Headers recorded by default: only what a model server needs to parse the
+/// body, never credentials.
+pub const DEFAULT_RECORD_HEADERS: [&str; 1] = ["content-type"];
 
 /// A fully validated configuration.
 #[derive(Debug, Clone)]
@@ -74,6 +88,8 @@ pub struct Config {
     pub rollout: Option<Rollout>,
     pub split: Split,
     pub log: Log,
+    /// `[record]`: sample live requests into a JSONL file for `understudy validate`.
+    pub record: Option<Record>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +99,9 @@ pub struct Listen {
     pub backend_header: bool,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// Data-plane worker threads, each with its own runtime and listening
+    /// socket (`SO_REUSEPORT`); default: one per CPU.
+    pub workers: usize,
     /// Time a client has to send a complete request head; also how long an
     /// idle keep-alive connection waits for its next request.
     pub header_read_timeout: Duration,
@@ -90,6 +109,8 @@ pub struct Listen {
     pub max_header_bytes: usize,
     /// Largest request body accepted (413 beyond); `None` is unlimited.
     pub max_body_bytes: Option<u64>,
+    /// A request body that sends nothing for this long gets 408.
+    pub body_idle_timeout: Duration,
     /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext.
     pub tls: Option<ListenTls>,
 }
@@ -178,6 +199,27 @@ pub struct Log {
     pub access: Option<AccessLogTarget>,
 }
 
+/// `[record]` as configured (or set by `understudy run --record FILE`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// The JSONL file appended to; `None` until `--record FILE` names it.
+    pub path: Option<PathBuf>,
+    /// Share of requests recorded, 0..=100; `None` when not written in the
+    /// file (the default then depends on how recording was asked for).
+    pub percent: Option<f64>,
+    /// Size at which the file rotates to `PATH.1`.
+    pub max_bytes: u64,
+    /// Request headers recorded (lowercase names); all others never are.
+    pub headers: Vec<HeaderName>,
+}
+
+impl Record {
+    /// The share recorded, in percent.
+    pub fn effective_percent(&self) -> f64 {
+        self.percent.unwrap_or(DEFAULT_RECORD_PERCENT)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccessLogTarget {
     Stdout,
@@ -252,6 +294,19 @@ impl Config {
         build::build(text, origin, token_env)
     }
 
+    /// `understudy run --record FILE`: records to `path`, every request
+    /// unless `[record] percent` says otherwise.
+    pub fn record_to(&mut self, path: PathBuf) {
+        let record = self.record.get_or_insert_with(|| Record {
+            path: None,
+            percent: None,
+            max_bytes: DEFAULT_RECORD_MAX_BYTES,
+            headers: default_record_headers(),
+        });
+        record.path = Some(path);
+        record.percent = Some(record.percent.unwrap_or(DEFAULT_RECORD_FLAG_PERCENT));
+    }
+
     /// What identifies a rollout: persisted state of another pair of backends
     /// must never be applied to this one.
     pub fn identity(&self) -> String {
@@ -262,6 +317,14 @@ impl Config {
             .unwrap_or_else(|| "none".into());
         format!("stable={} candidate={}", self.stable.url, candidate)
     }
+}
+
+/// [`DEFAULT_RECORD_HEADERS`] as header names.
+pub fn default_record_headers() -> Vec<HeaderName> {
+    DEFAULT_RECORD_HEADERS
+        .iter()
+        .map(|h| HeaderName::from_static(h))
+        .collect()
 }
 
 /// One thing wrong with a config file.

@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub split: RawSplit,
     #[serde(default)]
     pub log: RawLog,
+    pub record: Option<RawRecord>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -33,9 +34,11 @@ pub struct RawListen {
     pub backend_header: Option<bool>,
     pub drain_timeout: Option<String>,
     pub max_connections: Option<i64>,
+    pub workers: Option<i64>,
     pub header_read_timeout: Option<String>,
     pub max_header_bytes: Option<i64>,
     pub max_body_bytes: Option<i64>,
+    pub body_idle_timeout: Option<String>,
     pub tls: Option<RawListenTls>,
 }
 
@@ -124,4 +127,13 @@ pub struct RawSplit {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub access: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecord {
+    pub path: Option<String>,
+    pub percent: Option<f64>,
+    pub max_bytes: Option<i64>,
+    pub headers: Option<Vec<String>>,
 }

@@ -184,3 +184,47 @@ fn tls_example_fails_only_on_its_missing_certificate_files() {
         );
     }
 }
+
+#[test]
+fn record_section_gets_defaults_and_checks_every_key() {
+    let text = format!("{MINIMAL}\n[record]\npath = \"t.jsonl\"\n");
+    let record = build::build(&text, "t", None).unwrap().record.unwrap();
+    assert_eq!(record.path, Some(PathBuf::from("t.jsonl")));
+    assert_eq!(record.effective_percent(), DEFAULT_RECORD_PERCENT);
+    assert_eq!(record.max_bytes, DEFAULT_RECORD_MAX_BYTES);
+    assert_eq!(record.headers, default_record_headers());
+
+    let text = format!(
+        "{MINIMAL}\n[record]\npath = \"\"\npercent = 101\nmax_bytes = 10\nheaders = [\"bad header\"]\n"
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "record.path",
+            "record.percent",
+            "record.max_bytes",
+            "record.headers[0]"
+        ]
+    );
+    let text = format!("{MINIMAL}\n[record]\npth = \"x\"\n");
+    assert!(build::build(&text, "t", None).is_err());
+}
+
+#[test]
+fn record_flag_records_everything_unless_percent_is_configured() {
+    let mut config = build::build(MINIMAL, "t", None).unwrap();
+    config.record_to(PathBuf::from("a.jsonl"));
+    let record = config.record.unwrap();
+    assert_eq!(record.path, Some(PathBuf::from("a.jsonl")));
+    assert_eq!(record.effective_percent(), 100.0);
+
+    let text = format!("{MINIMAL}\n[record]\npercent = 5\nheaders = [\"x-tenant\"]\n");
+    let mut config = build::build(&text, "t", None).unwrap();
+    assert_eq!(config.record.as_ref().unwrap().path, None);
+    config.record_to(PathBuf::from("b.jsonl"));
+    let record = config.record.unwrap();
+    assert_eq!(record.path, Some(PathBuf::from("b.jsonl")));
+    assert_eq!(record.effective_percent(), 5.0);
+    assert_eq!(record.headers, [HeaderName::from_static("x-tenant")]);
+}

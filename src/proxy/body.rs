@@ -5,15 +5,22 @@
 //! the finished copy is handed over once, through a oneshot, when the
 //! stream ends. Past the cap the copy is dropped at once and `Overflow` is
 //! sent, so a 100 MB upload costs no more memory than a small one. A body
-//! that errors or is dropped before its end sends nothing: the receiver
-//! sees the channel closed.
+//! whose source errors sends `Broken`; one dropped before its end sends
+//! nothing: the receiver sees the channel closed.
 
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+use crate::upstream::BodyProgress;
 
 /// The copy of a body, once the stream has ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +32,9 @@ pub enum Captured {
     },
     /// The body was larger than the cap; no copy was kept.
     Overflow,
+    /// The body's source failed before its end (the peer broke off
+    /// mid-body): the copy is incomplete and was dropped.
+    Broken,
 }
 
 /// Collects data frames up to a cap.
@@ -79,6 +89,9 @@ pub enum BodyError {
     /// The body grew past `listen.max_body_bytes`.
     #[error("body exceeds the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The body's source sent nothing for too long (a stalled upload).
+    #[error("body sent nothing for {timeout:?}")]
+    Idle { timeout: Duration },
     /// The body's own source broke off (for a request: the client).
     #[error("body stream broke off: {0}")]
     Source(#[source] BoxError),
@@ -94,13 +107,26 @@ impl BodyError {
 }
 
 /// A body that forwards `inner`, optionally captures a copy, and enforces
-/// an optional size limit.
+/// an optional size limit and an idle timeout.
 pub struct TeeBody<B> {
     inner: B,
     capture: Option<Capture>,
     /// Bytes forwarded so far, against `limit`.
     seen: u64,
     limit: u64,
+    /// Fired once the body has ended (or failed), so the head timeout of the
+    /// request can start then: a slow upload is not the backend's latency.
+    ended: Option<oneshot::Sender<()>>,
+    /// Counts polls, so the sender can tell a stalled peer (never polls)
+    /// from a slow source (polled, but pending).
+    progress: Option<(Arc<AtomicU64>, Arc<AtomicBool>)>,
+    /// Fails the body when its source sends nothing for this long.
+    idle: Option<Idle>,
+}
+
+struct Idle {
+    timeout: Duration,
+    sleep: Pin<Box<Sleep>>,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
@@ -111,6 +137,46 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
             capture: None,
             seen: 0,
             limit: u64::MAX,
+            ended: None,
+            progress: None,
+            idle: None,
+        }
+    }
+
+    /// Reports the body's end and progress (see [`BodyProgress`]).
+    pub fn with_progress(mut self) -> (Self, BodyProgress) {
+        let (ended, receiver) = oneshot::channel();
+        let polls = Arc::new(AtomicU64::new(0));
+        let waiting_on_source = Arc::new(AtomicBool::new(false));
+        if self.inner.is_end_stream() {
+            let _ = ended.send(());
+        } else {
+            self.ended = Some(ended);
+        }
+        self.progress = Some((polls.clone(), waiting_on_source.clone()));
+        (
+            self,
+            BodyProgress {
+                ended: receiver,
+                polls,
+                waiting_on_source,
+            },
+        )
+    }
+
+    /// Fails the body with [`BodyError::Idle`] when its source sends
+    /// nothing for `timeout` while it is being read.
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle = timeout.map(|timeout| Idle {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        });
+        self
+    }
+
+    fn signal_end(&mut self) {
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(());
         }
     }
 
@@ -137,6 +203,9 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
             capture: Some(capture),
             seen: 0,
             limit: u64::MAX,
+            ended: None,
+            progress: None,
+            idle: None,
         };
         // An empty body may never be polled; finish it now.
         if body.inner.is_end_stream() {
@@ -165,7 +234,38 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some((polls, waiting)) = &this.progress {
+            polls.fetch_add(1, Ordering::Relaxed);
+            waiting.store(polled.is_pending(), Ordering::Relaxed);
+        }
+        let frame = match polled {
+            Poll::Ready(frame) => {
+                if let Some(idle) = &mut this.idle {
+                    let deadline = tokio::time::Instant::now() + idle.timeout;
+                    idle.sleep.as_mut().reset(deadline);
+                }
+                frame
+            }
+            Poll::Pending => {
+                let timed_out = match &mut this.idle {
+                    Some(idle) => idle
+                        .sleep
+                        .as_mut()
+                        .poll(cx)
+                        .is_ready()
+                        .then_some(idle.timeout),
+                    None => None,
+                };
+                let Some(timeout) = timed_out else {
+                    return Poll::Pending;
+                };
+                // The source went quiet: the copy is incomplete.
+                this.capture = None;
+                this.signal_end();
+                return Poll::Ready(Some(Err(BodyError::Idle { timeout })));
+            }
+        };
         let frame = frame.map(|f| f.map_err(|e| BodyError::Source(e.into())));
         if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref))
             && let Some(data) = data
@@ -173,6 +273,7 @@ where
             this.seen += data.len() as u64;
             if this.seen > this.limit {
                 this.capture = None;
+                this.signal_end();
                 return Poll::Ready(Some(Err(BodyError::TooLarge { limit: this.limit })));
             }
         }
@@ -192,11 +293,21 @@ where
                 // frame, so the end must be noticed here.
                 if this.inner.is_end_stream() {
                     this.finish();
+                    this.signal_end();
                 }
             }
-            None => this.finish(),
-            // The copy is incomplete: drop it, the receiver sees "closed".
-            Some(Err(_)) => this.capture = None,
+            None => {
+                this.finish();
+                this.signal_end();
+            }
+            // The copy is incomplete: drop it and say why, so a peer that
+            // broke off is told apart from a body dropped unread.
+            Some(Err(_)) => {
+                if let Some(capture) = this.capture.take() {
+                    let _ = capture.done.send(Captured::Broken);
+                }
+                this.signal_end();
+            }
         }
         Poll::Ready(frame)
     }
@@ -314,6 +425,32 @@ mod tests {
         let body = TeeBody::passthrough(chunks(&["12345", "67890"])).with_limit(Some(7));
         let error = body.collect().await.unwrap_err();
         assert!(matches!(error, BodyError::TooLarge { limit: 7 }), "{error}");
+    }
+
+    /// A data frame, then the source fails, as when a backend closes the
+    /// connection mid-body.
+    struct BreaksOff(Option<Bytes>);
+
+    impl Body for BreaksOff {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(Some(match self.0.take() {
+                Some(data) => Ok(Frame::data(data)),
+                None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn body_whose_source_fails_reports_broken() {
+        let (body, copy) = TeeBody::capturing(BreaksOff(Some(Bytes::from_static(b"{\"a\":"))), 64);
+        let error = body.collect().await.unwrap_err();
+        assert!(matches!(error, BodyError::Source(_)), "{error}");
+        assert_eq!(copy.await.unwrap(), Captured::Broken);
     }
 
     #[tokio::test]

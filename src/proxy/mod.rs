@@ -28,6 +28,7 @@ use crate::compare::Comparator;
 use crate::config::{self, Config};
 use crate::error::ProxyError;
 use crate::mirror::{Mirror, MirrorJob, Pending, Served};
+use crate::record::{self, Recorder, ResponseCopy};
 use crate::routing::Routing;
 use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
@@ -42,6 +43,8 @@ pub struct Settings {
     pub shadow: config::Shadow,
     /// `listen.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
+    /// `listen.body_idle_timeout`.
+    pub body_idle_timeout: std::time::Duration,
     pub comparator: Arc<Comparator>,
     pub backend_header: bool,
     pub sticky: Option<StickyKey>,
@@ -52,6 +55,7 @@ impl Settings {
         Ok(Self {
             shadow: config.shadow.clone(),
             max_body_bytes: config.listen.max_body_bytes,
+            body_idle_timeout: config.listen.body_idle_timeout,
             comparator: Arc::new(Comparator::new(&config.compare.spec)?),
             backend_header: config.listen.backend_header,
             sticky: config.split.sticky.clone(),
@@ -89,6 +93,8 @@ struct Inner {
     stats: StatsHandle,
     request_ids: RequestIds,
     access_log: Option<AccessLog>,
+    /// Set once at startup when `[record]` is on.
+    recorder: std::sync::OnceLock<Recorder>,
 }
 
 /// Decides what happens to a copy of this request.
@@ -138,8 +144,21 @@ impl Proxy {
                 stats,
                 request_ids: RequestIds::new(),
                 access_log,
+                recorder: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Turns recording on (`[record]`); only the first call has an effect.
+    pub fn set_recorder(&self, recorder: Recorder) {
+        let _ = self.inner.recorder.set(recorder);
+    }
+
+    /// A handle for one data-plane worker. Shares everything (settings,
+    /// routing, mirror slots, stats); connection pools are created on first
+    /// use by the worker's own runtime.
+    pub fn for_worker(&self) -> Result<Proxy, TlsError> {
+        Ok(self.clone())
     }
 
     /// Applies reloaded settings to the next request.
@@ -197,6 +216,12 @@ impl Proxy {
             ),
         };
 
+        // Sampled before the headers are rewritten: the recording keeps the
+        // client's own headers.
+        let recording = inner
+            .recorder
+            .get()
+            .and_then(|r| r.sample(&parts, &request_id));
         let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
         headers::prepare_request(&mut parts.headers, peer.ip(), scheme, authority.as_deref());
         let client_version = parts.version;
@@ -222,9 +247,10 @@ impl Proxy {
                 plan.label(),
             )
         });
-        let (body, mirror_channels) = match plan {
+        let (body, mirror_channels, record_copy) = match plan {
             MirrorPlan::Go(permit) => {
                 let (body, request_copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                let (request_copy, record_copy) = record::share(request_copy, recording.is_some());
                 let (served_tx, served_rx) = oneshot::channel();
                 let mut shadow_headers = parts.headers.clone();
                 for name in &settings.shadow.strip_headers {
@@ -251,24 +277,41 @@ impl Proxy {
                     },
                     permit,
                 );
-                (body, Some(served_tx))
+                (body, Some(served_tx), record_copy)
             }
             MirrorPlan::Skip(result) => {
                 inner.stats.record(Event::Shadow(result));
-                (TeeBody::passthrough(body), None)
+                let (body, copy) =
+                    record::tee(body, recording.is_some(), settings.shadow.max_body_bytes);
+                (body, None, copy)
             }
-            MirrorPlan::Off | MirrorPlan::NotSampled => (TeeBody::passthrough(body), None),
+            MirrorPlan::Off | MirrorPlan::NotSampled => {
+                let (body, copy) =
+                    record::tee(body, recording.is_some(), settings.shadow.max_body_bytes);
+                (body, None, copy)
+            }
         };
+        let recording = recording.zip(record_copy);
+        let record_wait = pools.serve.timeout() + settings.shadow.timeout;
 
-        let body = body.with_limit(settings.max_body_bytes);
+        let (body, progress) = body
+            .with_limit(settings.max_body_bytes)
+            .with_idle_timeout(Some(settings.body_idle_timeout))
+            .with_progress();
         parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
         parts.version = pools.serve.version();
         let upstream_request = Request::from_parts(parts, body);
-        let started = Instant::now();
+        let called = Instant::now();
         let result = pools
             .serve
-            .send(upstream_request, pools.serve.timeout())
+            .send_streaming(upstream_request, pools.serve.timeout(), progress)
             .await;
+        // The backend's latency runs from the end of the upload (see
+        // `send_streaming`); a failure is timed from the call.
+        let (result, started) = match result {
+            Ok((response, started)) => (Ok(response), started),
+            Err(error) => (Err(error), called),
+        };
         let latency = started.elapsed();
         let log = |status: u16| {
             if let Some((log, method, path, shadow)) = &access {
@@ -311,17 +354,29 @@ impl Proxy {
                     );
                 }
                 parts.version = client_version;
-                let body = match mirror_channels {
-                    Some(served) => {
+                let status = parts.status.as_u16();
+                let body = match (mirror_channels, recording) {
+                    (Some(served), recording) => {
                         let (body, copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                        let (copy, record_copy) = record::share(copy, recording.is_some());
                         let _ = served.send(Served::Response {
-                            status: parts.status.as_u16(),
+                            status,
                             grpc_failed,
                             body: copy,
                         });
+                        if let (Some((ticket, request)), Some(copy)) = (recording, record_copy) {
+                            let response = ResponseCopy::new(serving.as_str(), status, copy);
+                            ticket.finish(request, Some(response), record_wait);
+                        }
                         body
                     }
-                    None => TeeBody::passthrough(body),
+                    (None, Some((ticket, request))) => {
+                        let (body, copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                        let response = ResponseCopy::new(serving.as_str(), status, copy);
+                        ticket.finish(request, Some(response), record_wait);
+                        body
+                    }
+                    (None, None) => TeeBody::passthrough(body),
                 };
                 log(parts.status.as_u16());
                 let body = ProxyBody::upstream(body, inner.stats.clone(), serving, started);
@@ -340,6 +395,10 @@ impl Proxy {
                         inner.metrics().client_aborted.increment(1);
                         Some(ProxyError::ClientAborted)
                     }
+                    Some(BodyError::Idle { timeout }) => {
+                        inner.metrics().client_timeout.increment(1);
+                        Some(ProxyError::ClientTimeout { timeout: *timeout })
+                    }
                     None => None,
                 };
                 if let Some(error) = client_fault {
@@ -353,6 +412,9 @@ impl Proxy {
                 }
                 if let Some(served) = mirror_channels {
                     let _ = served.send(Served::Failed);
+                }
+                if let Some((ticket, request)) = recording {
+                    ticket.finish(request, None, record_wait);
                 }
                 let kind = match &error {
                     UpstreamError::Connect { .. } => FailureKind::Connect,

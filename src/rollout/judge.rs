@@ -46,7 +46,7 @@
 //! a ×1.5-latency one after a median ~4 minutes.
 
 mod evidence;
-mod stats;
+pub(crate) mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
 

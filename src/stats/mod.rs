@@ -112,6 +112,8 @@ pub struct Snapshot {
 
 enum Control {
     Snapshot(oneshot::Sender<Snapshot>),
+    /// Answered once every event sent before it has been counted.
+    Flush(oneshot::Sender<()>),
     ResetStep,
     KeepMismatches(usize),
 }
@@ -148,6 +150,20 @@ impl StatsHandle {
             .await
             .ok()?;
         rx.await.ok()
+    }
+
+    /// Waits until every event recorded before the call is counted, so a
+    /// metrics scrape reflects every request answered before it.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .messages
+            .send(Message::Control(Control::Flush(tx)))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
     }
 
     /// Starts a new rollout-step window after the events recorded so far.
@@ -242,6 +258,9 @@ impl StatsTask {
         match control {
             Control::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            Control::Flush(reply) => {
+                let _ = reply.send(());
             }
             Control::ResetStep => self.step = WindowStats::default(),
             Control::KeepMismatches(keep) => {

@@ -277,3 +277,42 @@ impl Proxy {
         }
     }
 }
+
+impl Proxy {
+    /// Polls `/metrics` until the sample `series` is present and at most
+    /// `at_most`; returns that scrape, or panics after `timeout` with the
+    /// last value. For gauges that must fall back (in-flight mirrors, open
+    /// connections) once traffic is over.
+    pub async fn wait_metric_at_most(
+        &self,
+        series: &str,
+        at_most: f64,
+        timeout: Duration,
+    ) -> String {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let text = self.metrics().await;
+            let value = metric(&text, series);
+            if value.is_some_and(|v| v <= at_most) {
+                return text;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{series} did not fall to {at_most} within {timeout:?} (last: {value:?})");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until nothing the traffic started is left: no mirror in flight
+    /// (`/status` `mirrors_in_flight` and `understudy_shadow_in_flight`) and
+    /// no client connection open (`understudy_connections_open`; drop the
+    /// test's clients first). Panics after `timeout`.
+    pub async fn wait_drained(&self, timeout: Duration) {
+        self.wait_status(timeout, |s| s["mirrors_in_flight"] == 0)
+            .await;
+        self.wait_metric_at_most("understudy_shadow_in_flight", 0.0, timeout)
+            .await;
+        self.wait_metric_at_most("understudy_connections_open", 0.0, timeout)
+            .await;
+    }
+}

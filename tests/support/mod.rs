@@ -26,6 +26,7 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+pub mod memory;
 mod raw;
 mod reply;
 mod server;

@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
 /// One-sided standard-normal quantile for a confidence level, e.g. 0.95 → 1.645.
-pub(super) fn z_for(confidence: f64) -> f64 {
+pub(crate) fn z_for(confidence: f64) -> f64 {
     let p = if confidence.is_finite() {
         confidence.clamp(0.5, 0.999_999)
     } else {
@@ -22,7 +22,7 @@ pub(super) fn z_for(confidence: f64) -> f64 {
 
 /// Wilson score interval of `hits / total` at normal quantile `z`.
 /// With no data it is `(0, 1)`: nothing is known.
-pub(super) fn wilson(hits: u64, total: u64, z: f64) -> (f64, f64) {
+pub(crate) fn wilson(hits: u64, total: u64, z: f64) -> (f64, f64) {
     if total == 0 {
         return (0.0, 1.0);
     }

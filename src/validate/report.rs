@@ -1,0 +1,271 @@
+//! The verdict of a validation run and its machine-readable report: runs
+//! the rollout judge on the replay's window and turns the result into the
+//! `--report out.json` document and the terminal summary.
+//!
+//! Its one job is judging and describing; it never sends a request. Field
+//! names of [`Report`] are a contract (CI scripts read them): add fields,
+//! never rename or remove one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::compare::Outcome;
+use crate::rollout::judge::{self, Evidence, JudgeInput, SideWindow, Thresholds, Verdict};
+use crate::stats::window::{FailureKind, RoleStats};
+use crate::status::RoleReport;
+
+use super::replay::{MismatchExample, Tally};
+
+/// Two-sided confidence of the reported match-rate interval.
+pub const CI_CONFIDENCE: f64 = 0.95;
+
+/// Per-row agreement over all compared responses.
+#[derive(Debug, Clone, Serialize)]
+pub struct Elements {
+    pub matched: u64,
+    pub mismatched: u64,
+    /// matched / (matched + mismatched); `null` without rows.
+    pub agreement: Option<f64>,
+}
+
+/// The whole report; see the README for every field.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// `pass` or `fail`: what CI gates on (exit 0 or 1).
+    pub verdict: &'static str,
+    /// The judge's own verdict: `pass`, `fail` or `hold` (too little data,
+    /// which fails the gate).
+    pub judge_verdict: Verdict,
+    pub reasons: Vec<String>,
+    /// Ctrl-C stopped the run: the numbers cover what was replayed.
+    pub interrupted: bool,
+    /// Requests replayed to both backends.
+    pub requests: u64,
+    /// Lines of the input that could not be used.
+    pub skipped_lines: u64,
+    pub duration_secs: f64,
+    /// Pairs whose predictions were compared (match + mismatch).
+    pub compared: u64,
+    pub match_rate: Option<f64>,
+    /// Wilson score interval of the match rate at [`CI_CONFIDENCE`];
+    /// `[0, 1]` when nothing was compared.
+    pub match_rate_ci: [f64; 2],
+    /// By outcome: match, mismatch, stable_error, shadow_error, uncomparable.
+    pub outcomes: BTreeMap<&'static str, u64>,
+    pub elements: Elements,
+    pub stable: RoleReport,
+    pub candidate: RoleReport,
+    /// The first mismatches (by input line): first differing pointer and
+    /// both values there.
+    pub mismatches: Vec<MismatchExample>,
+    /// Everything the judge measured, with the thresholds in force.
+    pub evidence: Evidence,
+}
+
+/// How the run ended, besides its counts.
+pub struct RunInfo {
+    pub skipped_lines: u64,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Judges the replay with the shadow gate's thresholds.
+    pub fn build(tally: &Tally, thresholds: &Thresholds, info: &RunInfo) -> Report {
+        let w = &tally.window;
+        let (stable, candidate) = (w.stable.combined(), w.candidate.combined());
+        let input = JudgeInput {
+            stable: side(&stable),
+            candidate: side(&candidate),
+            compared: w.compared(),
+            matched: w.comparisons_of(Outcome::Match),
+            // A replay has no time dimension; the thresholds' interval is 0.
+            elapsed: info.elapsed,
+        };
+        let judgement = judge::judge(&input, thresholds);
+        let mut reasons = Vec::new();
+        if info.interrupted {
+            reasons.push(format!(
+                "interrupted after {} requests: partial results",
+                tally.replayed
+            ));
+        }
+        for (name, stats) in [("stable", &stable), ("candidate", &candidate)] {
+            reasons.extend(health(name, stats, thresholds.max_error_rate));
+        }
+        let hold = judgement.verdict == Verdict::Hold;
+        reasons.extend(judgement.reasons.into_iter().map(|r| {
+            if hold {
+                format!("not enough evidence: {r}")
+            } else {
+                r
+            }
+        }));
+        let pass = judgement.verdict == Verdict::Pass && !info.interrupted;
+        let matched = w.comparisons_of(Outcome::Match);
+        let (low, high) = judge::stats::wilson(
+            matched,
+            w.compared(),
+            judge::stats::z_for(0.5 + CI_CONFIDENCE / 2.0),
+        );
+        let rows = w.elements.matched + w.elements.mismatched;
+        let mut mismatches = tally.mismatches.clone();
+        mismatches.sort_by_key(|m| m.line);
+        Report {
+            verdict: if pass { "pass" } else { "fail" },
+            judge_verdict: judgement.verdict,
+            reasons,
+            interrupted: info.interrupted,
+            requests: tally.replayed,
+            skipped_lines: info.skipped_lines,
+            duration_secs: info.elapsed.as_secs_f64(),
+            compared: w.compared(),
+            match_rate: w.match_rate(),
+            match_rate_ci: [low, high],
+            outcomes: Outcome::ALL
+                .iter()
+                .map(|o| (o.as_str(), w.comparisons_of(*o)))
+                .collect(),
+            elements: Elements {
+                matched: w.elements.matched,
+                mismatched: w.elements.mismatched,
+                agreement: (rows > 0).then(|| w.elements.matched as f64 / rows as f64),
+            },
+            stable: RoleReport::from_stats(&stable),
+            candidate: RoleReport::from_stats(&candidate),
+            mismatches,
+            evidence: judgement.evidence,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+
+    /// Pretty JSON for `--report out.json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+    }
+
+    /// The table printed at the end of a run.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!(
+            "replayed {} requests in {:.1}s ({} lines skipped)",
+            self.requests, self.duration_secs, self.skipped_lines
+        ));
+        line(String::new());
+        line(format!("{:<14}{:>12}{:>12}", "", "stable", "candidate"));
+        let (s, c) = (&self.stable, &self.candidate);
+        line(format!(
+            "{:<14}{:>12}{:>12}",
+            "requests", s.requests, c.requests
+        ));
+        line(format!(
+            "{:<14}{:>12}{:>12}",
+            "error rate",
+            pct(s.error_rate),
+            pct(c.error_rate)
+        ));
+        line(format!(
+            "{:<14}{:>12}{:>12}",
+            "4xx", s.client_errors, c.client_errors
+        ));
+        for (name, a, b) in [
+            ("p50", s.p50_ms, c.p50_ms),
+            ("p90", s.p90_ms, c.p90_ms),
+            ("p99", s.p99_ms, c.p99_ms),
+        ] {
+            line(format!("{name:<14}{:>12}{:>12}", ms(a), ms(b)));
+        }
+        line(String::new());
+        line(format!(
+            "match rate    {} of {} compared = {} (95% CI {} – {})",
+            self.outcomes["match"],
+            self.compared,
+            pct(self.match_rate),
+            pct(Some(self.match_rate_ci[0])),
+            pct(Some(self.match_rate_ci[1]))
+        ));
+        let outcomes: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        line(format!("outcomes      {}", outcomes.join(", ")));
+        line(format!(
+            "elements      {} of {} rows agree ({})",
+            self.elements.matched,
+            self.elements.matched + self.elements.mismatched,
+            pct(self.elements.agreement)
+        ));
+        for m in self.mismatches.iter().take(5) {
+            line(format!(
+                "  mismatch line {} {} {} at {:?}: stable {} vs candidate {}",
+                m.line,
+                m.method,
+                m.path,
+                m.difference.pointer,
+                m.difference.stable,
+                m.difference.candidate
+            ));
+        }
+        line(String::new());
+        line(format!("verdict: {}", self.verdict.to_uppercase()));
+        for reason in &self.reasons {
+            line(format!("  - {reason}"));
+        }
+        out
+    }
+}
+
+/// A reason when a backend failed more than the gate allows: the judge
+/// only blames the candidate, but a broken stable means nothing could be
+/// validated, and the user needs to hear that first.
+fn health(name: &str, stats: &RoleStats, max_error_rate: f64) -> Option<String> {
+    let (errors, requests) = (stats.errors(), stats.requests());
+    if requests == 0 || (errors as f64 / requests as f64) <= max_error_rate {
+        return None;
+    }
+    let kinds: Vec<String> = FailureKind::ALL
+        .iter()
+        .zip(stats.failures)
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{} {n}", k.as_str()))
+        .chain((stats.by_class[4] > 0).then(|| format!("5xx {}", stats.by_class[4])))
+        .collect();
+    let hint = if stats.failures[FailureKind::Connect.index()] == requests {
+        format!(": is the {name} backend up?")
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{name} errors: {errors} of {requests} requests failed ({}){hint}",
+        kinds.join(", ")
+    ))
+}
+
+fn side(stats: &RoleStats) -> SideWindow<'_> {
+    SideWindow {
+        requests: stats.requests(),
+        errors: stats.errors(),
+        client_errors: stats.client_errors(),
+        latency_us: &stats.latency_us,
+    }
+}
+
+/// A rate as a percentage, "-" without data.
+pub fn pct(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "-".into(), |r| format!("{:.2}%", r * 100.0))
+}
+
+/// Milliseconds, "-" without data.
+pub fn ms(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.1}ms"))
+}

@@ -1,0 +1,451 @@
+//! Recording through the proxy (`[record]`) and `understudy validate` as CI
+//! runs it: the real binary, on recordings made by the in-process proxy,
+//! against the built-in toy iris models (or fake upstreams) on 127.0.0.1.
+
+mod harness;
+mod support;
+
+mod validate_support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{FakeUpstream, Reply};
+use understudy::toy::iris;
+use validate_support::{
+    INFER, REQUESTS, Toys, config, read_json, record_traffic, rows, s, validate,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_keeps_allow_listed_headers_bodies_and_responses() {
+    let dir = harness::TempDir::new("record");
+    let rows = rows(50);
+    let path = record_traffic(&dir, &rows).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), rows.len());
+    let mut seen = Vec::new();
+    for line in &lines {
+        assert_eq!(line["method"], "POST", "{line}");
+        assert_eq!(line["path"], INFER, "{line}");
+        assert_eq!(
+            line["headers"],
+            serde_json::json!({"content-type": "application/json"})
+        );
+        assert!(
+            line.get("body_base64").is_none(),
+            "JSON body stored inline: {line}"
+        );
+        assert_eq!(line["response"]["status"], 200, "{line}");
+        assert_eq!(line["response"]["backend"], "stable", "{line}");
+        assert!(line["response"]["body"]["outputs"].is_array(), "{line}");
+        assert!(
+            line["request_id"].is_string() && line["time"].is_string(),
+            "{line}"
+        );
+        seen.push(line["body"]["inputs"][0]["data"].clone());
+    }
+    assert!(!text.contains("secret"), "authorization was recorded");
+    for row in &rows {
+        assert!(
+            seen.contains(&serde_json::json!(row)),
+            "{row:?} not recorded"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreeing_backends_pass_with_exit_0() {
+    let dir = harness::TempDir::new("validate-pass");
+    let traffic = record_traffic(&dir, &rows(REQUESTS)).await;
+    let toys = Toys::start(0.0, Duration::from_millis(10)).await;
+    let config = config(&dir, &toys.stable.url(), &toys.candidate.url());
+    let report = dir.path("report.json");
+    let run = validate(&[
+        "-c",
+        s(&config),
+        "--requests",
+        s(&traffic),
+        "--report",
+        s(&report),
+    ])
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        !run.stdout.contains('\r'),
+        "progress printed without a terminal"
+    );
+    assert!(run.stdout.contains("verdict: PASS"), "{}", run.stdout);
+    let r = read_json(&report);
+    assert_eq!(r["verdict"], "pass", "{r:#}");
+    assert_eq!(r["requests"], REQUESTS);
+    assert_eq!(r["skipped_lines"], 0);
+    assert_eq!(r["match_rate"], 1.0);
+    let ci = r["match_rate_ci"].as_array().unwrap();
+    let (low, high) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    assert!(low > 0.98 && high > 0.9999, "{r:#}");
+    for backend in ["stable", "candidate"] {
+        let b = &r[backend];
+        assert_eq!(b["requests"], REQUESTS, "{r:#}");
+        assert_eq!(b["error_rate"], 0.0, "{r:#}");
+        let (p50, p99) = (b["p50_ms"].as_f64().unwrap(), b["p99_ms"].as_f64().unwrap());
+        assert!((10.0..p99 + 0.001).contains(&p50), "{b:#}");
+        assert!(b["p90_ms"].is_number());
+    }
+    assert_eq!(r["mismatches"], serde_json::json!([]));
+    assert_eq!(r["evidence"]["criteria"]["matching"], "pass", "{r:#}");
+    assert_eq!(r["evidence"]["thresholds"]["interval"], 0.0);
+    assert_eq!(toys.candidate.requests(), REQUESTS as u64);
+    toys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_disagreeing_on_20_percent_fails_with_the_rate_and_its_interval() {
+    let dir = harness::TempDir::new("validate-disagree");
+    let rows = rows(REQUESTS);
+    let traffic = record_traffic(&dir, &rows).await;
+    let toys = Toys::start(0.2, Duration::ZERO).await;
+    let config = config(&dir, &toys.stable.url(), &toys.candidate.url());
+    let report = dir.path("report.json");
+    let run = validate(&[
+        "-c",
+        s(&config),
+        "--requests",
+        s(&traffic),
+        "--report",
+        s(&report),
+    ])
+    .await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let r = read_json(&report);
+    assert_eq!(r["verdict"], "fail");
+    let agree = rows.iter().filter(|row| !iris::disagrees(row, 0.2)).count();
+    let expected = agree as f64 / REQUESTS as f64;
+    let rate = r["match_rate"].as_f64().unwrap();
+    assert!((rate - expected).abs() < 1e-9, "{rate} vs {expected}");
+    assert!((rate - 0.8).abs() < 0.08, "{rate}");
+    let ci: Vec<f64> = r["match_rate_ci"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(ci[0] < 0.8 && 0.8 < ci[1], "CI {ci:?} misses the true rate");
+    assert!(ci[0] < rate && rate < ci[1], "{ci:?}");
+    assert!(ci[1] - ci[0] < 0.12, "{ci:?}");
+    let reasons = r["reasons"].to_string();
+    assert!(reasons.contains("match rate"), "{reasons}");
+    let first = &r["mismatches"][0];
+    assert!(
+        first["pointer"].as_str().unwrap().starts_with("/outputs/"),
+        "{first}"
+    );
+    assert!(
+        first["line"].as_u64().unwrap() >= 1 && first["path"] == INFER,
+        "{first}"
+    );
+    assert!(run.stdout.contains("95% CI"), "{}", run.stdout);
+    toys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lines_are_reported_by_number_skipped_and_counted() {
+    let dir = harness::TempDir::new("validate-malformed");
+    let traffic = record_traffic(&dir, &rows(REQUESTS)).await;
+    let mut lines: Vec<Vec<u8>> = std::fs::read(&traffic)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    lines.insert(1, b"{oops".to_vec());
+    lines.insert(49, vec![0xff, 0xfe, b'{']);
+    lines.insert(99, br#"{"path":"/no-method"}"#.to_vec());
+    let broken = dir.path("broken.jsonl");
+    std::fs::write(&broken, lines.join(&b'\n')).unwrap();
+    let toys = Toys::start(0.0, Duration::from_millis(10)).await;
+    let config = config(&dir, &toys.stable.url(), &toys.candidate.url());
+    let report = dir.path("report.json");
+    let run = validate(&[
+        "-c",
+        s(&config),
+        "--requests",
+        s(&broken),
+        "--report",
+        s(&report),
+    ])
+    .await;
+    for n in [2, 50, 100] {
+        assert!(
+            run.stderr.contains(&format!("line {n}: skipped")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(run.stderr.matches("skipped:").count(), 3, "{}", run.stderr);
+    let r = read_json(&report);
+    assert_eq!(r["skipped_lines"], 3, "{r:#}");
+    assert_eq!(r["requests"], REQUESTS);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    toys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_report_is_one_self_contained_page_with_escaped_mismatches() {
+    let dir = harness::TempDir::new("validate-html");
+    let traffic = record_traffic(&dir, &rows(20)).await;
+    let stable = FakeUpstream::builder()
+        .respond(Reply::json(
+            200,
+            r#"{"label":"<script src=\"http://evil.example/x.js\"></script>"}"#,
+        ))
+        .start()
+        .await;
+    let candidate = FakeUpstream::builder()
+        .respond(Reply::json(200, r#"{"label":"https://other.example/&"}"#))
+        .start()
+        .await;
+    let config_path = dir.path("plain.toml");
+    std::fs::write(
+        &config_path,
+        harness::config_text(&stable.url(), Some(&candidate.url()), ""),
+    )
+    .unwrap();
+    let (html, json) = (dir.path("out.html"), dir.path("out.json"));
+    let args = ["-c", s(&config_path), "--requests", s(&traffic)];
+    let run = validate(&[&args[..], &["--report", s(&html), "--report", s(&json)]].concat()).await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+    assert!(
+        page.contains("<svg") && page.matches("<polyline").count() == 2,
+        "{page}"
+    );
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<script"),
+        "unescaped or external script: {page}"
+    );
+    assert!(
+        page.contains("&lt;script src="),
+        "mismatch value missing: {page}"
+    );
+    assert!(page.contains("verdict: FAIL"), "{page}");
+    assert!(
+        !page.contains(&stable.addr().to_string()),
+        "backend address in the page"
+    );
+    assert_eq!(read_json(&json)["verdict"], "fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stable_that_is_down_fails_with_a_reason_about_its_errors() {
+    let dir = harness::TempDir::new("validate-down");
+    let traffic = record_traffic(&dir, &rows(REQUESTS)).await;
+    let toys = Toys::start(0.0, Duration::ZERO).await;
+    let config = config(&dir, &toys.stable.url(), &toys.candidate.url());
+    let down = format!("http://{}", support::refused_addr().await);
+    let report = dir.path("report.json");
+    let run = validate(&[
+        "-c",
+        s(&config),
+        "--requests",
+        s(&traffic),
+        "--stable",
+        &down,
+        "--report",
+        s(&report),
+    ])
+    .await;
+    assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
+    let r = read_json(&report);
+    assert_eq!(r["verdict"], "fail");
+    assert_eq!(r["stable"]["error_rate"], 1.0, "{r:#}");
+    let first = r["reasons"][0].as_str().unwrap();
+    assert!(
+        first.contains("stable errors") && first.contains("connect"),
+        "{r:#}"
+    );
+    assert_eq!(toys.stable.requests(), 0);
+    toys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_request_bodies_are_posted_to_path() {
+    let dir = harness::TempDir::new("validate-bodies");
+    let bodies: Vec<String> = rows(REQUESTS)
+        .iter()
+        .enumerate()
+        .map(|(i, row)| iris::infer_body(&[*row], &format!("b{i}")))
+        .collect();
+    let file = dir.path("bodies.jsonl");
+    std::fs::write(&file, bodies.join("\n") + "\n").unwrap();
+    let toys = Toys::start(0.0, Duration::from_millis(10)).await;
+    let config = config(&dir, &toys.stable.url(), &toys.candidate.url());
+    let report = dir.path("report.json");
+    let run = validate(&[
+        "-c",
+        s(&config),
+        "--requests",
+        s(&file),
+        "--path",
+        INFER,
+        "--report",
+        s(&report),
+        "--concurrency",
+        "16",
+    ])
+    .await;
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    let r = read_json(&report);
+    assert_eq!(
+        (r["requests"].as_u64(), r["match_rate"].as_f64()),
+        (Some(300), Some(1.0))
+    );
+    assert_eq!(toys.stable.requests(), REQUESTS as u64);
+    // Without --path the same file is not a recording: every line skipped.
+    let run = validate(&["-c", s(&config), "--requests", s(&file)]).await;
+    assert_eq!(run.code, Some(1));
+    assert_eq!(
+        run.stderr.matches("skipped:").count(),
+        REQUESTS,
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("not enough evidence"), "{}", run.stdout);
+    toys.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_config_and_file_errors_exit_2() {
+    let dir = harness::TempDir::new("validate-usage");
+    let traffic = dir.path("t.jsonl");
+    std::fs::write(&traffic, "").unwrap();
+    let bad = dir.path("bad.toml");
+    std::fs::write(
+        &bad,
+        "[backends.stable]\nurl = \"http://127.0.0.1:1\"\n[rollout]\nmax_error_rat = 0.1\n",
+    )
+    .unwrap();
+    let run = validate(&["-c", s(&bad), "--requests", s(&traffic)]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("max_error_rat"), "{}", run.stderr);
+
+    let good = config(&dir, "http://127.0.0.1:1", "http://127.0.0.1:2");
+    let missing = dir.path("missing.jsonl");
+    let run = validate(&["-c", s(&good), "--requests", s(&missing)]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("missing.jsonl"), "{}", run.stderr);
+
+    let run = validate(&[
+        "-c",
+        s(&good),
+        "--requests",
+        s(&traffic),
+        "--report",
+        "r.txt",
+    ])
+    .await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let run = validate(&[
+        "-c",
+        s(&good),
+        "--requests",
+        s(&traffic),
+        "--stable",
+        "ftp://x",
+    ])
+    .await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let run = validate(&[
+        "-c",
+        s(&good),
+        "--requests",
+        s(&traffic),
+        "--path",
+        "no-slash",
+    ])
+    .await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+
+    let only_stable = dir.path("stable-only.toml");
+    std::fs::write(
+        &only_stable,
+        "[backends.stable]\nurl = \"http://127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let run = validate(&["-c", s(&only_stable), "--requests", s(&traffic)]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--candidate"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_writes_the_partial_report_and_exits_1() {
+    let dir = harness::TempDir::new("validate-interrupt");
+    let bodies: Vec<String> = rows(200)
+        .iter()
+        .map(|r| iris::infer_body(&[*r], "x"))
+        .collect();
+    let file = dir.path("bodies.jsonl");
+    std::fs::write(&file, bodies.join("\n")).unwrap();
+    let toys = Toys::start(0.0, Duration::from_millis(200)).await;
+    let config = config(&dir, &toys.stable.url(), &toys.candidate.url());
+    let report = dir.path("partial.json");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args([
+            "validate",
+            "-c",
+            s(&config),
+            "--requests",
+            s(&file),
+            "--path",
+            INFER,
+        ])
+        .args(["--concurrency", "2", "--report", s(&report)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait until some requests went through, then interrupt.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while toys.candidate.requests() < 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no requests replayed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("validate did not stop after Ctrl-C")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("verdict: FAIL"), "{stdout}");
+    let r = read_json(&report);
+    assert_eq!(r["interrupted"], true, "{r:#}");
+    let done = r["requests"].as_u64().unwrap();
+    assert!((1..200).contains(&done), "{r:#}");
+    assert!(
+        r["reasons"][0].as_str().unwrap().starts_with("interrupted"),
+        "{r:#}"
+    );
+    toys.stop().await;
+}
