@@ -8,17 +8,16 @@
 
 pub mod body;
 pub mod headers;
+mod ids;
+mod pools;
 pub mod response;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::{HeaderValue, Request, Response};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -33,9 +32,11 @@ use crate::routing::Routing;
 use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
 use crate::tls::TlsError;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::UpstreamError;
 use body::{BodyError, TeeBody};
 use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
+use ids::RequestIds;
+use pools::BackendPools;
 pub use response::ProxyBody;
 
 /// Settings that a config reload replaces at once.
@@ -63,30 +64,18 @@ impl Settings {
     }
 }
 
-/// One backend's two pools: serving and shadowing.
-struct Pools {
-    serve: Upstream<TeeBody<Incoming>>,
-    shadow: Arc<Upstream<Full<Bytes>>>,
-}
-
-impl Pools {
-    fn new(backend: &config::Backend) -> Result<Self, TlsError> {
-        Ok(Self {
-            serve: Upstream::new(backend)?,
-            shadow: Arc::new(Upstream::new(backend)?),
-        })
-    }
-}
-
 /// The request handler shared by all connections.
 #[derive(Clone)]
 pub struct Proxy {
     inner: Arc<Inner>,
+    /// This worker's connection pools (each worker has its own, driven by
+    /// its own runtime).
+    pools: Arc<BackendPools>,
 }
 
 struct Inner {
-    stable: Pools,
-    candidate: Option<Pools>,
+    /// The backends, to build each worker's pools.
+    backends: (config::Backend, Option<config::Backend>),
     settings: ArcSwap<Settings>,
     routing: Arc<Routing>,
     mirror: Mirror,
@@ -134,10 +123,11 @@ impl Proxy {
         access_log: Option<AccessLog>,
     ) -> Result<Self, TlsError> {
         let mirror = Mirror::new(config.shadow.max_in_flight, stats.clone());
+        let backends = (config.stable.clone(), config.candidate.clone());
         Ok(Self {
+            pools: Arc::new(BackendPools::new(&backends.0, backends.1.as_ref())?),
             inner: Arc::new(Inner {
-                stable: Pools::new(&config.stable)?,
-                candidate: config.candidate.as_ref().map(Pools::new).transpose()?,
+                backends,
                 settings: ArcSwap::from_pointee(settings),
                 routing,
                 mirror,
@@ -154,11 +144,15 @@ impl Proxy {
         let _ = self.inner.recorder.set(recorder);
     }
 
-    /// A handle for one data-plane worker. Shares everything (settings,
-    /// routing, mirror slots, stats); connection pools are created on first
-    /// use by the worker's own runtime.
+    /// A handle for one data-plane worker: shares settings, routing,
+    /// mirror slots and stats, with connection pools of its own so every
+    /// upstream connection is driven by the worker that uses it.
     pub fn for_worker(&self) -> Result<Proxy, TlsError> {
-        Ok(self.clone())
+        let (stable, candidate) = &self.inner.backends;
+        Ok(Self {
+            inner: self.inner.clone(),
+            pools: Arc::new(BackendPools::new(stable, candidate.as_ref())?),
+        })
     }
 
     /// Applies reloaded settings to the next request.
@@ -195,7 +189,7 @@ impl Proxy {
                 id
             }
         };
-        let serving = match &inner.candidate {
+        let serving = match &self.pools.candidate {
             Some(_) => {
                 let key = settings
                     .sticky
@@ -206,13 +200,13 @@ impl Proxy {
             None => Backend::Stable,
         };
         let (pools, other) = match serving {
-            Backend::Stable => (&inner.stable, inner.candidate.as_ref()),
+            Backend::Stable => (&self.pools.stable, self.pools.candidate.as_ref()),
             Backend::Candidate => (
-                inner
+                self.pools
                     .candidate
                     .as_ref()
                     .expect("candidate chosen only when configured"),
-                Some(&inner.stable),
+                Some(&self.pools.stable),
             ),
         };
 
@@ -498,27 +492,4 @@ pub fn error_response(
         headers.insert(X_UNDERSTUDY_BACKEND.clone(), value);
     }
     response
-}
-
-/// Request ids for requests that arrive without one: a random per-process
-/// prefix and a counter, unique across restarts and replicas without a
-/// random draw per request.
-struct RequestIds {
-    prefix: u64,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        Self {
-            prefix: rand::random(),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> HeaderValue {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:016x}-{n:x}", self.prefix))
-            .expect("hex digits and a dash are a valid header value")
-    }
 }

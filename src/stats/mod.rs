@@ -25,9 +25,12 @@ use crate::telemetry::Metrics;
 pub use window::{BackendStats, FailureKind, RoleStats, ShadowResult, WindowStats};
 use window::{ERROR_CLASS, outcome_index, status_class};
 
-/// Events buffered between the data path and the stats task. At 50k req/s
-/// this is over a second of slack before anything is dropped.
+/// Events buffered between the data path and the stats task: at 50k req/s
+/// (several events each) far more than one drain tick's worth.
 const EVENT_CAPACITY: usize = 65_536;
+/// How often the stats task takes the queued events: often enough that a
+/// scrape or snapshot is never more than a few milliseconds behind.
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
 /// The sliding window is this many slots of [`SLOT_LENGTH`]: a one-minute
 /// view that moves every ten seconds.
 const SLOTS: usize = 6;
@@ -231,27 +234,40 @@ impl StatsTask {
     /// drained, so late events from draining requests still count.
     pub async fn run(mut self, shutdown: CancellationToken) {
         tracing::debug!("stats task started");
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The queue is drained on a short tick rather than awaited: a task
+        // waiting in `recv` would be woken by every request's event, a
+        // cross-thread wake-up per request for the data-plane workers. On a
+        // tick, senders only push; a control message waits one tick at most.
+        let mut drain = tokio::time::interval(DRAIN_EVERY);
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                message = self.messages.recv() => match message {
-                    Some(Message::Event(event)) => self.on_event(event),
-                    Some(Message::Control(control)) => self.on_control(control),
-                    None => break,
-                },
-                _ = tick.tick() => self.on_tick(),
-                _ = shutdown.cancelled() => {
-                    while let Ok(message) = self.messages.try_recv() {
-                        match message {
-                            Message::Event(event) => self.on_event(event),
-                            Message::Control(control) => self.on_control(control),
-                        }
+                _ = drain.tick() => {
+                    if !self.drain() {
+                        break;
                     }
+                }
+                _ = housekeeping.tick() => self.on_tick(),
+                _ = shutdown.cancelled() => {
+                    self.drain();
                     break;
                 }
             }
         }
         tracing::debug!("stats task stopped");
+    }
+
+    /// Handles everything queued; `false` once every sender is gone.
+    fn drain(&mut self) -> bool {
+        loop {
+            match self.messages.try_recv() {
+                Ok(Message::Event(event)) => self.on_event(event),
+                Ok(Message::Control(control)) => self.on_control(control),
+                Err(mpsc::error::TryRecvError::Empty) => return true,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
     }
 
     fn on_control(&mut self, control: Control) {

@@ -1,0 +1,47 @@
+//! The connection pools of one data-plane worker: for each backend, one
+//! pool for serving clients and one for shadow traffic, so a flood of
+//! mirrors can never take the connections that serve clients.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use super::body::TeeBody;
+use crate::config;
+use crate::tls::TlsError;
+use crate::upstream::Upstream;
+
+/// One backend's two pools: serving and shadowing.
+pub(super) struct Pools {
+    pub serve: Upstream<TeeBody<Incoming>>,
+    pub shadow: Arc<Upstream<Full<Bytes>>>,
+}
+
+impl Pools {
+    fn new(backend: &config::Backend) -> Result<Self, TlsError> {
+        Ok(Self {
+            serve: Upstream::new(backend)?,
+            shadow: Arc::new(Upstream::new(backend)?),
+        })
+    }
+}
+
+/// Both backends' pools.
+pub(super) struct BackendPools {
+    pub stable: Pools,
+    pub candidate: Option<Pools>,
+}
+
+impl BackendPools {
+    pub fn new(
+        stable: &config::Backend,
+        candidate: Option<&config::Backend>,
+    ) -> Result<Self, TlsError> {
+        Ok(Self {
+            stable: Pools::new(stable)?,
+            candidate: candidate.map(Pools::new).transpose()?,
+        })
+    }
+}
