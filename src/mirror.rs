@@ -137,20 +137,18 @@ async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     let shadow = send(&job, body, shadow_backend, stats).await;
     let served = wait_served(pending.served, job.served_timeout).await;
     let (stable, candidate) = match job.serving {
-        Backend::Stable => (served.observed(), shadow.observed()),
-        Backend::Candidate => (shadow.observed(), served.observed()),
+        Backend::Stable => (served, shadow),
+        Backend::Candidate => (shadow, served),
     };
-    let comparison = match (&stable, &candidate) {
-        (Some(stable), Some(candidate)) => job.comparator.compare(stable, candidate),
+    let Some(comparison) = compare_off_the_hot_path(&job.comparator, stable, candidate).await
+    else {
         // The serving side's body never completed: nothing to compare.
-        _ => {
-            stats.record(Event::Compared {
-                outcome: Outcome::Uncomparable,
-                elements: Default::default(),
-                mismatch: None,
-            });
-            return;
-        }
+        stats.record(Event::Compared {
+            outcome: Outcome::Uncomparable,
+            elements: Default::default(),
+            mismatch: None,
+        });
+        return;
     };
     let mismatch = comparison.difference.map(|difference| {
         Box::new(MismatchRecord {
@@ -172,6 +170,30 @@ async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     });
 }
 
+/// Bodies up to this size are compared inline (microseconds); larger ones on
+/// the blocking pool, so a megabyte of JSON never stalls the worker that is
+/// serving clients.
+const INLINE_COMPARE_BYTES: usize = 64 * 1024;
+
+/// Compares two answers; `None` when either is unknown.
+async fn compare_off_the_hot_path(
+    comparator: &Arc<Comparator>,
+    stable: Answer,
+    candidate: Answer,
+) -> Option<crate::compare::Comparison> {
+    let large = stable.body_len().max(candidate.body_len()) > INLINE_COMPARE_BYTES;
+    if !large {
+        return Some(comparator.compare(&stable.observed()?, &candidate.observed()?));
+    }
+    let comparator = comparator.clone();
+    tokio::task::spawn_blocking(move || {
+        Some(comparator.compare(&stable.observed()?, &candidate.observed()?))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// A backend's answer with its body collected (up to a cap).
 enum Answer {
     Failed,
@@ -187,6 +209,13 @@ enum Answer {
 }
 
 impl Answer {
+    fn body_len(&self) -> usize {
+        match self {
+            Answer::Response { body, .. } => body.len(),
+            _ => 0,
+        }
+    }
+
     fn observed(&self) -> Option<Observed<'_>> {
         match self {
             Answer::Failed

@@ -304,23 +304,19 @@ mod tests {
         // of the same name for every output (quadratic), so these two 120 KB bodies
         // took 94 s in a debug build, on the runtime worker that runs the mirror; a
         // 1 MiB body (the default capture cap) holds ~17 times as many outputs.
-        // Linear pairing takes milliseconds.
+        // Linear pairing takes milliseconds. (The speed itself is measured by
+        // the `compare` fuzz target and benchmarks, not asserted here; a
+        // quadratic regression shows up as this test taking minutes.)
         let n = 20_000;
         let a = Value::Array(vec![json!({}); n]);
         let mut b = vec![json!({}); n];
         b[0] = json!({"name": "x"});
         let b = Value::Array(b);
-        let started = std::time::Instant::now();
         let (c, r) = run(&a, &b, Mode::Value);
         // n - 1 unnamed pairs match; stable's last unnamed and candidate's "x" are alone.
         assert_eq!((c, pointer(&r)), (counts(n as u64 - 1, 2), "/19999"));
         let (c, r) = run(&b, &a, Mode::Value);
         assert_eq!((c, pointer(&r)), (counts(n as u64 - 1, 2), "/0"));
-        let elapsed = started.elapsed();
-        assert!(
-            elapsed < std::time::Duration::from_secs(5),
-            "pairing took {elapsed:?}"
-        );
     }
 
     #[test]
