@@ -66,11 +66,13 @@ async fn main() {
     let candidate_config = ToyModelConfig::new("iris", "v2")
         .with_latency(Duration::from_millis(3), Duration::from_millis(2))
         .with_disagree_rate(0.02);
-    let first = toy::spawn(candidate_config.clone(), CancellationToken::new())
+    let probe_stop = CancellationToken::new();
+    let probe = toy::spawn(candidate_config.clone(), probe_stop.clone())
         .await
         .expect("candidate toy model");
-    let candidate_addr = first.addr();
-    drop(first);
+    let candidate_addr = probe.addr();
+    probe_stop.cancel();
+    probe.stopped().await;
 
     let dir = std::env::temp_dir().join(format!("understudy-soak-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -188,6 +190,10 @@ async fn main() {
         snapshot.sent, snapshot.ok, snapshot.failed
     );
     println!("  proxy RSS: first sample {rss_start} KiB, max {rss_max} KiB, end {rss_end} KiB");
+    println!(
+        "  candidate flaps (down periods) {}",
+        seconds / (2 * FLAP.as_secs())
+    );
     for result in ["sent", "error", "dropped_overload", "skipped_body"] {
         println!(
             "  shadow {result:<17} {}",
