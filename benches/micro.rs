@@ -1,11 +1,18 @@
 //! Micro-benchmarks of the per-request work: comparing a KServe V2
-//! response (one row and a 100-row batch) and the split decision.
+//! response (one row and a 100-row batch), the split decision, recording a
+//! latency sample, and the mirror hand-off (taking and returning a slot).
 //! Run: `cargo bench --bench micro`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use understudy::compare::{Comparator, CompareSpec, Observed, Preset};
-use understudy::split;
+use understudy::mirror::Mirror;
+use understudy::split::{self, Backend};
+use understudy::stats::{Event, Role};
+use understudy::telemetry::Metrics;
 
 fn kserve_response(rows: usize, version: &str) -> Vec<u8> {
     let data: Vec<String> = (0..rows * 3)
@@ -55,5 +62,49 @@ fn split_decision(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, compare, split_decision);
+/// The data path's side of stats: one `try_send` of a response event while
+/// the stats task drains the queue on its own runtime thread, as in the proxy.
+fn stats_record(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let metrics = Arc::new(Metrics::new());
+    let (stats, task) = understudy::stats::channel(metrics, 10);
+    let stop = CancellationToken::new();
+    runtime.spawn(task.run(stop.clone()));
+    c.bench_function("stats_record_response", |b| {
+        b.iter(|| {
+            stats.record(Event::Response {
+                backend: Backend::Stable,
+                role: Role::Serve,
+                status: 200,
+                latency: Duration::from_micros(black_box(1234)),
+            })
+        })
+    });
+    stop.cancel();
+}
+
+/// Taking a mirror slot and giving it back (the bound on shadow work).
+fn mirror_handoff(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stats, _task) = understudy::stats::channel(Arc::new(Metrics::new()), 10);
+    let mirror = runtime.block_on(async { Mirror::new(512, stats) });
+    c.bench_function("mirror_reserve_slot", |b| {
+        b.iter(|| black_box(mirror.try_reserve()))
+    });
+}
+
+criterion_group!(
+    benches,
+    compare,
+    split_decision,
+    stats_record,
+    mirror_handoff
+);
 criterion_main!(benches);
