@@ -7,8 +7,10 @@
 //! module touches the network or the data path.
 
 mod build;
+mod build_backends;
 mod locate;
 mod raw;
+mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
