@@ -263,6 +263,16 @@ async fn metrics_pass_promtool_check() {
         .spawn();
     let mut child = match child {
         Ok(child) => child,
+        // CI installs promtool (.ci/run), so there a missing one is a
+        // failure; on a newcomer's machine `cargo test` must still pass, so
+        // the check is skipped loudly instead.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "SKIPPED promtool check: promtool is not on PATH (Debian/Ubuntu: apt-get install prometheus)"
+            );
+            proxy.stop().await;
+            return;
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "promtool is not on PATH; install it (Debian/Ubuntu: apt-get install prometheus) \
              to run this test"
