@@ -72,14 +72,14 @@ pub(crate) fn compare_row<'a>(pair: RowPair<'a>, rules: &Rules) -> Option<Found<
                 start,
             } => (all_numbers(stable), all_numbers(candidate), Some(start)),
         };
-        if let (Some(a), Some(b)) = (a, b) {
-            if a.len() > 1 || b.len() > 1 {
-                let found = compare_vectors(a, b, rules)?;
-                return Some(match start {
-                    Some(i) => found.under(Seg::Index(i)),
-                    None => found,
-                });
-            }
+        if let (Some(a), Some(b)) = (a, b)
+            && (a.len() > 1 || b.len() > 1)
+        {
+            let found = compare_vectors(a, b, rules)?;
+            return Some(match start {
+                Some(i) => found.under(Seg::Index(i)),
+                None => found,
+            });
         }
     }
     match pair {

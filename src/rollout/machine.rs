@@ -147,13 +147,13 @@ impl RolloutMachine {
 
     fn hold(&mut self, now_ms: u64, j: Judgement) -> Option<Change> {
         let age = now_ms.saturating_sub(self.state.step_started_ms);
-        if let Some(max) = self.settings.max_step_duration {
-            if u128::from(age) >= max.as_millis() {
-                let action = format!("pause: step inconclusive for {}", fmt_duration(max));
-                let d = self.decision(now_ms, Verdict::Hold, action, j.reasons, Some(j.evidence));
-                let change = self.pause(now_ms, self.state.weight, None);
-                return Some(self.with_decision(change, d));
-            }
+        if let Some(max) = self.settings.max_step_duration
+            && u128::from(age) >= max.as_millis()
+        {
+            let action = format!("pause: step inconclusive for {}", fmt_duration(max));
+            let d = self.decision(now_ms, Verdict::Hold, action, j.reasons, Some(j.evidence));
+            let change = self.pause(now_ms, self.state.weight, None);
+            return Some(self.with_decision(change, d));
         }
         if !self.hold_worth_logging(now_ms, &j.evidence.criteria) {
             return None;
