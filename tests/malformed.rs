@@ -266,3 +266,43 @@ async fn stalled_upload_gets_408_and_is_not_blamed_on_the_backend() {
     assert_still_serving(&addr).await;
     proxy.stop().await;
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_are_refused_and_counted() {
+    let stable = FakeUpstream::start(Reply::echo()).await;
+    let text = harness::config_text(&stable.url(), None, "").replace(
+        "drain_timeout = \"5s\"",
+        "drain_timeout = \"5s\"\nmax_connections = 2",
+    );
+    let proxy = harness::start_text(&text).await;
+    let addr = proxy.url.trim_start_matches("http://").to_owned();
+    // Two idle connections take both slots.
+    let first = TcpStream::connect(&addr).await.unwrap();
+    let _second = TcpStream::connect(&addr).await.unwrap();
+    proxy
+        .wait_metric("understudy_connections_open", 2.0, Duration::from_secs(5))
+        .await;
+    // The third is closed at once, without an answer.
+    let response = raw_exchange(
+        &addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(
+        response.is_empty(),
+        "the third connection was served: {response}"
+    );
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        harness::metric(&metrics, "understudy_connections_rejected_total"),
+        Some(1.0)
+    );
+    // A freed slot serves again.
+    drop(first);
+    proxy
+        .wait_metric_at_most("understudy_connections_open", 1.0, Duration::from_secs(5))
+        .await;
+    assert_still_serving(&addr).await;
+    proxy.stop().await;
+}
