@@ -259,12 +259,7 @@ async fn send(job: &MirrorJob, body: Bytes, backend: Backend, stats: &StatsHandl
                 error = %crate::error::chain(&e),
                 "shadow request failed"
             );
-            let kind = match e {
-                UpstreamError::Connect { .. } => FailureKind::Connect,
-                UpstreamError::Timeout { .. } => FailureKind::Timeout,
-                UpstreamError::Protocol { .. } => FailureKind::Protocol,
-            };
-            stats.record(failure(kind));
+            stats.record(failure(failure_kind(&e)));
             stats.record(Event::Shadow(ShadowResult::Error));
             return Answer::Failed;
         }
@@ -349,6 +344,16 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
     tokio::time::timeout(limit, wait)
         .await
         .unwrap_or(Answer::Unknown)
+}
+
+/// How an upstream failure is counted, for the serving and the shadow path
+/// alike.
+pub fn failure_kind(error: &UpstreamError) -> FailureKind {
+    match error {
+        UpstreamError::Connect { .. } => FailureKind::Connect,
+        UpstreamError::Timeout { .. } => FailureKind::Timeout,
+        UpstreamError::Protocol { .. } => FailureKind::Protocol,
+    }
 }
 
 #[cfg(test)]

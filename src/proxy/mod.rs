@@ -32,7 +32,6 @@ use crate::routing::Routing;
 use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
 use crate::tls::TlsError;
-use crate::upstream::UpstreamError;
 use body::{BodyError, TeeBody};
 use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
 use ids::RequestIds;
@@ -410,11 +409,7 @@ impl Proxy {
                 if let Some((ticket, request)) = recording {
                     ticket.finish(request, None, record_wait);
                 }
-                let kind = match &error {
-                    UpstreamError::Connect { .. } => FailureKind::Connect,
-                    UpstreamError::Timeout { .. } => FailureKind::Timeout,
-                    UpstreamError::Protocol { .. } => FailureKind::Protocol,
-                };
+                let kind = crate::mirror::failure_kind(&error);
                 inner.stats.record(Event::Failure {
                     backend: serving,
                     role: Role::Serve,
