@@ -2,11 +2,14 @@
 #   docker build -t understudy .
 #   docker run -p 8080:8080 -p 9901:9901 -v $PWD/config:/etc/understudy understudy
 FROM rust:1.95-slim-bookworm AS build
+# protoc: the etcd client of fleet mode generates its gRPC code at build time.
+RUN apt-get update && apt-get install -y --no-install-recommends protobuf-compiler \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
-RUN cargo build --release --locked --bin understudy
+RUN cargo build --release --locked --features fleet --bin understudy
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/understudy --shell /usr/sbin/nologin understudy \

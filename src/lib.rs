@@ -20,6 +20,8 @@
 //! * [`record`] samples live requests into a JSONL file (off the hot path);
 //!   [`validate`] replays such a file against both backends and runs the
 //!   rollout judge on the result, for CI.
+//! * [`fleet`] (cargo feature `fleet`) runs one rollout across many
+//!   replicas through etcd: shared evidence, one fenced leader, one state.
 //!
 //! `compare`, `split`, `stats::window` and the rollout judge import nothing
 //! of the proxy: they are pure and reused by validation runs.
@@ -32,6 +34,8 @@ pub mod compare;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod listener;
 pub mod mirror;
 pub mod proxy;

@@ -79,7 +79,13 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
                 stats.clone(),
                 metrics.clone(),
             )?;
-            background_tasks.push(tokio::spawn(task.run(background_shutdown.clone())));
+            // In fleet mode the leader judges the fleet's merged window; the
+            // local controller would judge a fraction of it.
+            let fleet = spawn_fleet(&config, &handle, &stats, &metrics, &background_shutdown);
+            background_tasks.push(match fleet {
+                Some(fleet) => fleet,
+                None => tokio::spawn(task.run(background_shutdown.clone())),
+            });
             Some(handle)
         }
         None => {
@@ -181,6 +187,31 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     })
 }
 
+#[cfg(feature = "fleet")]
+fn spawn_fleet(
+    config: &Config,
+    rollout: &RolloutHandle,
+    stats: &StatsHandle,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    let fleet = config.fleet.as_ref()?;
+    let task = crate::fleet::start(fleet, rollout, stats.clone(), metrics);
+    Some(tokio::spawn(task.run(shutdown.clone())))
+}
+
+/// Without the feature a `[fleet]` config is rejected by validation.
+#[cfg(not(feature = "fleet"))]
+fn spawn_fleet(
+    _: &Config,
+    _: &RolloutHandle,
+    _: &StatsHandle,
+    _: &Metrics,
+    _: &CancellationToken,
+) -> Option<JoinHandle<()>> {
+    None
+}
+
 /// Runs one data-plane worker: its own thread and single-threaded runtime,
 /// so a request's connection, handler and upstream connection all live on
 /// one core, with no work stealing or cross-thread wake-ups on the hot path
@@ -268,6 +299,9 @@ impl Running {
         }
         if config.rollout.is_some() != self.config.rollout.is_some() {
             return Err("adding or removing [rollout] needs a restart".into());
+        }
+        if config.fleet != self.config.fleet {
+            return Err("[fleet] changes need a restart".into());
         }
         if let (Some(rollout), Some(settings)) = (&self.rollout, &config.rollout) {
             rollout.update_settings(settings);

@@ -41,7 +41,7 @@ enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-const DESCRIPTIONS: [(&str, Kind, &str); 20] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 23] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -142,10 +142,32 @@ const DESCRIPTIONS: [(&str, Kind, &str); 20] = [
         Kind::Counter,
         "Client requests answered by the proxy itself because of the client: body over listen.max_body_bytes (413) or an upload that broke off.",
     ),
+    (
+        "understudy_fleet_replicas",
+        Kind::Gauge,
+        "Fleet mode: live replicas of this rollout (those with a current report in etcd).",
+    ),
+    (
+        "understudy_fleet_leader",
+        Kind::Gauge,
+        "Fleet mode: 1 on the replica that leads the rollout, 0 on the others.",
+    ),
+    (
+        "understudy_fleet_connected",
+        Kind::Gauge,
+        "Fleet mode: 1 while this replica reaches etcd, 0 while it serves on the last known weight.",
+    ),
 ];
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// `understudy_fleet_*`.
+pub struct FleetGauges {
+    pub replicas: Gauge,
+    pub leader: Gauge,
+    pub connected: Gauge,
+}
 
 /// All of understudy's metrics, registered once.
 pub struct Metrics {
@@ -297,6 +319,16 @@ impl Metrics {
     }
 
     /// Housekeeping the exporter needs periodically (histogram rollover).
+    /// Registers the fleet gauges; only fleet mode exports them.
+    pub fn fleet_gauges(&self) -> FleetGauges {
+        let r = Registrar(&self.recorder);
+        FleetGauges {
+            replicas: r.gauge("understudy_fleet_replicas", &[]),
+            leader: r.gauge("understudy_fleet_leader", &[]),
+            connected: r.gauge("understudy_fleet_connected", &[]),
+        }
+    }
+
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }

@@ -139,6 +139,9 @@ impl Checker<'_> {
             path => AccessLogTarget::File(PathBuf::from(path)),
         });
         let record = raw.record.map(|r| self.record(r));
+        let fleet = raw
+            .fleet
+            .and_then(|f| self.fleet(f, listen.addr.port(), rollout.is_some()));
         Some(Config {
             listen,
             admin,
@@ -150,6 +153,7 @@ impl Checker<'_> {
             split: Split { sticky },
             log: Log { access },
             record,
+            fleet,
         })
     }
 

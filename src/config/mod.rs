@@ -8,6 +8,7 @@
 
 mod build;
 mod build_backends;
+mod build_fleet;
 mod locate;
 mod raw;
 mod values;
@@ -92,6 +93,8 @@ pub struct Config {
     pub log: Log,
     /// `[record]`: sample live requests into a JSONL file for `understudy validate`.
     pub record: Option<Record>,
+    /// `[fleet]`: run one rollout together with other replicas through etcd.
+    pub fleet: Option<Fleet>,
 }
 
 #[derive(Debug, Clone)]
@@ -321,6 +324,34 @@ impl Config {
     }
 }
 
+/// `[fleet]`: many replicas, one rollout, coordinated through etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// etcd client URLs, all `http://` or all `https://`.
+    pub endpoints: Vec<String>,
+    /// Key prefix of this rollout, without a trailing slash.
+    pub prefix: String,
+    /// This replica's name in the fleet.
+    pub replica_id: String,
+    /// Lease of this replica's report and (when leading) the leader key.
+    pub lease_ttl: Duration,
+    /// TLS to etcd (with `https://` endpoints).
+    pub tls: Option<FleetTls>,
+}
+
+/// TLS to etcd: the CA the members' certificates chain to, an optional
+/// client certificate, and the name to verify when it differs from the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetTls {
+    pub ca: PathBuf,
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub domain: Option<String>,
+}
+
+/// The lease of a replica when `[fleet] lease_ttl` is not set: a dead
+/// leader is replaced within about this long.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+
 /// [`DEFAULT_RECORD_HEADERS`] as header names.
 pub fn default_record_headers() -> Vec<HeaderName> {
     DEFAULT_RECORD_HEADERS
@@ -382,3 +413,5 @@ impl fmt::Display for ProblemList<'_> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_fleet;

@@ -25,6 +25,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     pub record: Option<RawRecord>,
+    pub fleet: Option<RawFleet>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,4 +137,23 @@ pub struct RawRecord {
     pub percent: Option<f64>,
     pub max_bytes: Option<i64>,
     pub headers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub replica_id: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub tls: Option<RawFleetTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleetTls {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub domain: Option<String>,
 }

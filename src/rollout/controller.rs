@@ -77,6 +77,9 @@ struct Shared {
     identity: String,
     webhook: Option<Webhook>,
     clock: Clock,
+    /// Set in fleet mode: commands then go through etcd.
+    #[cfg(feature = "fleet")]
+    fleet: std::sync::OnceLock<crate::fleet::FleetHandle>,
 }
 
 /// Control and inspection of the rollout; cheap to clone.
@@ -162,6 +165,8 @@ pub fn start(
         identity,
         webhook: rollout.webhook.clone().map(Webhook::spawn),
         clock,
+        #[cfg(feature = "fleet")]
+        fleet: std::sync::OnceLock::new(),
     });
     shared.apply_routing(&shared.lock().state().clone());
     Ok((
@@ -286,20 +291,30 @@ impl RolloutTask {
     fn evaluate(&self, window: &WindowStats) {
         let now = self.shared.clock.now_ms();
         let mut machine = self.shared.lock();
-        let elapsed = Duration::from_millis(now.saturating_sub(machine.state().step_started_ms));
-        let stable = window.stable.combined();
-        let candidate = window.candidate.combined();
-        let input = JudgeInput {
-            stable: side(&stable),
-            candidate: side(&candidate),
-            compared: window.compared(),
-            matched: window.comparisons_of(crate::compare::Outcome::Match),
-            elapsed,
-        };
-        if let Some(change) = machine.evaluate(now, &input) {
+        if let Some(change) = judge(&mut machine, now, window) {
             self.shared.apply(&machine, &change);
         }
     }
+}
+
+/// Lets the machine judge `window` at `now`; what single-node mode does
+/// every second and a fleet leader does with the merged window.
+pub(crate) fn judge(
+    machine: &mut RolloutMachine,
+    now: u64,
+    window: &WindowStats,
+) -> Option<Change> {
+    let elapsed = Duration::from_millis(now.saturating_sub(machine.state().step_started_ms));
+    let stable = window.stable.combined();
+    let candidate = window.candidate.combined();
+    let input = JudgeInput {
+        stable: side(&stable),
+        candidate: side(&candidate),
+        compared: window.compared(),
+        matched: window.comparisons_of(crate::compare::Outcome::Match),
+        elapsed,
+    };
+    machine.evaluate(now, &input)
 }
 
 fn side(stats: &crate::stats::RoleStats) -> SideWindow<'_> {
@@ -356,12 +371,70 @@ impl RolloutHandle {
                 ));
             }
         };
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = self.shared.fleet.get() {
+            return fleet.command(command).await;
+        }
         self.command(command).map_err(|m| (StatusCode::CONFLICT, m))
+    }
+
+    /// Unix milliseconds on the rollout's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    /// A copy of the machine, to try a change on before it is agreed on.
+    pub fn machine(&self) -> RolloutMachine {
+        self.shared.lock().clone()
+    }
+
+    /// What identifies this rollout (its backends).
+    pub fn identity(&self) -> &str {
+        &self.shared.identity
+    }
+
+    /// Takes a state decided elsewhere (by the fleet): applies its weight,
+    /// starts a new step window when asked, and keeps it in the state file
+    /// as a cache for a restart while etcd is unreachable.
+    pub fn adopt(&self, state: super::machine::RolloutState, new_window: bool) {
+        let mut machine = self.shared.lock();
+        *machine = RolloutMachine::restore(machine.settings().clone(), state);
+        self.shared.apply_routing(machine.state());
+        if new_window {
+            self.shared.stats.reset_step();
+        }
+        if let Err(error) = persist::save(
+            &self.shared.state_file,
+            &self.shared.identity,
+            machine.state(),
+        ) {
+            tracing::error!(path = %self.shared.state_file.display(), %error, "cannot cache the fleet's rollout state");
+        }
+    }
+
+    /// Installs a machine whose `change` this replica made and the fleet
+    /// accepted: applied and recorded exactly like a local decision.
+    pub fn commit(&self, changed: RolloutMachine, change: &Change) {
+        let mut machine = self.shared.lock();
+        *machine = changed;
+        self.shared.apply(&machine, change);
+    }
+
+    /// Fleet mode: operator commands go through `fleet` from now on.
+    #[cfg(feature = "fleet")]
+    pub fn attach_fleet(&self, fleet: crate::fleet::FleetHandle) {
+        let _ = self.shared.fleet.set(fleet);
     }
 
     /// The rollout part of `GET /status`.
     pub fn status_json(&self) -> Value {
-        status_of(&self.shared.lock())
+        #[allow(unused_mut)]
+        let mut status = status_of(&self.shared.lock());
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = self.shared.fleet.get() {
+            status["fleet"] = fleet.status_json();
+        }
+        status
     }
 
     /// Current phase and weight.

@@ -1,0 +1,135 @@
+//! The etcd calls fleet mode makes, each bounded by its own timeout.
+//!
+//! The client retries nothing and a global client timeout would also cut
+//! the watch and keep-alive streams (shared/etcd/README.md), so every unary
+//! call gets a per-call deadline here and every failure reaches the caller,
+//! which re-synchronizes the session with backoff.
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, TlsOptions, Txn,
+    TxnOp, TxnOpResponse,
+};
+
+use crate::config::Fleet;
+
+/// A unary call that takes longer is treated as a failed one. etcd's own
+/// leader election stalls writes for up to ~3 s; longer than that, the
+/// member we talk to is probably gone.
+const CALL_TIMEOUT: Duration = Duration::from_secs(4);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd did not answer {0} within {CALL_TIMEOUT:?}")]
+    Timeout(&'static str),
+    #[error("cannot read the fleet TLS file {path}: {source}")]
+    TlsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs one etcd call with [`CALL_TIMEOUT`].
+pub async fn call<T>(
+    what: &'static str,
+    future: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(StoreError::Timeout(what)),
+    }
+}
+
+/// A client for the fleet's endpoints. Connecting is lazy: an unreachable
+/// cluster shows up as failing calls, not here.
+pub async fn connect(fleet: &Fleet) -> Result<Client, StoreError> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        // HTTP/2 pings find a dead member's connection within seconds.
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true)
+        // A member cut off from the quorum refuses instead of serving stale data.
+        .with_require_leader(true);
+    if let Some(tls) = &fleet.tls {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| StoreError::TlsFile {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let mut config =
+            TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(read(&tls.ca)?));
+        if let Some((cert, key)) = &tls.client_cert {
+            config = config.identity(etcd_client::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(domain) = &tls.domain {
+            config = config.domain_name(domain.clone());
+        }
+        options = options.with_tls(config);
+    }
+    call("connect", Client::connect(&fleet.endpoints, Some(options))).await
+}
+
+/// Result of a write that is only valid under a condition.
+pub enum Guarded {
+    /// The condition held and the write happened at this revision.
+    Written(i64),
+    /// The condition failed; the key's current value, if any, for a
+    /// second look (who leads now, what the state is now).
+    Refused(Option<KeyValue>),
+}
+
+/// Puts `key = value` if every compare holds; otherwise reads `reread`.
+pub async fn put_if(
+    client: &mut Client,
+    what: &'static str,
+    when: Vec<Compare>,
+    key: &str,
+    value: Vec<u8>,
+    lease: Option<i64>,
+    reread: &str,
+) -> Result<Guarded, StoreError> {
+    let options = lease.map(|id| PutOptions::new().with_lease(id));
+    let txn = Txn::new()
+        .when(when)
+        .and_then([TxnOp::put(key, value, options)])
+        .or_else([TxnOp::get(reread, None)]);
+    let response = call(what, client.txn(txn)).await?;
+    let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+    if response.succeeded() {
+        return Ok(Guarded::Written(revision));
+    }
+    let current = response.op_responses().into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
+        _ => None,
+    });
+    Ok(Guarded::Refused(current))
+}
+
+/// Holds while `key`'s create revision is `revision` (0: the key is absent).
+pub fn created_at(key: &str, revision: i64) -> Compare {
+    Compare::create_revision(key, CompareOp::Equal, revision)
+}
+
+/// Holds while `key`'s last modification is `revision` (0: never written).
+pub fn modified_at(key: &str, revision: i64) -> Compare {
+    Compare::mod_revision(key, CompareOp::Equal, revision)
+}
+
+/// Everything under `prefix`, and the revision it was read at.
+pub async fn get_prefix(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<(Vec<KeyValue>, i64), StoreError> {
+    let mut response = call(
+        "a read of the fleet keys",
+        client.get(prefix, Some(GetOptions::new().with_prefix())),
+    )
+    .await?;
+    let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+    Ok((response.take_kvs(), revision))
+}
