@@ -44,9 +44,9 @@ pub async fn call<T>(
     }
 }
 
-/// A client for the fleet's endpoints. Connecting is lazy: an unreachable
-/// cluster shows up as failing calls, not here.
-pub async fn connect(fleet: &Fleet) -> Result<Client, StoreError> {
+/// A client for one etcd member (`endpoint`, one of the fleet's). Connecting
+/// is lazy: an unreachable member shows up as failing calls, not here.
+pub async fn connect(fleet: &Fleet, endpoint: &str) -> Result<Client, StoreError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         // HTTP/2 pings find a dead member's connection within seconds.
@@ -71,7 +71,7 @@ pub async fn connect(fleet: &Fleet) -> Result<Client, StoreError> {
         }
         options = options.with_tls(config);
     }
-    call("connect", Client::connect(&fleet.endpoints, Some(options))).await
+    call("connect", Client::connect([endpoint], Some(options))).await
 }
 
 /// Result of a write that is only valid under a condition.

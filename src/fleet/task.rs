@@ -4,10 +4,10 @@
 //!
 //! A session is: lease → read everything under the prefix → watch from the
 //! revision after that read → loop. Any failed call or broken stream ends
-//! the session; the next one starts over after a backoff, so a re-opened
-//! watch never misses an event and a compacted one re-reads. While no
-//! session runs, routing keeps the last applied weight and nothing is
-//! decided: the fleet's evidence is not reachable.
+//! the session; the next one starts over on the next etcd member after a
+//! backoff, so a re-opened watch never misses an event and a compacted one
+//! re-reads. While no session runs, routing keeps the last applied weight
+//! and nothing is decided: the fleet's evidence is not reachable.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -115,10 +115,16 @@ impl FleetTask {
         self.publish_status();
         let mut backoff = BACKOFF_START;
         let mut client = None;
+        // One member at a time: the client's balancer keeps picking a dead
+        // member (shared/etcd/README.md), so a failed session moves on to
+        // the next endpoint instead. Replicas start at different members.
+        let endpoints = self.config.endpoints.len();
+        let mut endpoint = start_index(&self.config.replica_id, endpoints);
         loop {
+            let url = self.config.endpoints[endpoint].clone();
             let outcome = match &mut client {
                 Some(client) => self.session(client, &shutdown).await,
-                None => match store::connect(&self.config).await {
+                None => match store::connect(&self.config, &url).await {
                     Ok(c) => {
                         client = Some(c);
                         continue;
@@ -126,28 +132,31 @@ impl FleetTask {
                     Err(e) => Err(e.into()),
                 },
             };
-            match outcome {
+            let error = match outcome {
                 Ok(()) => break,
-                Err(error) => {
-                    if matches!(error, SessionError::LeaseLost) {
-                        self.view.lease = None;
-                        self.view.term = None;
-                    }
-                    if self.view.connected {
-                        tracing::warn!(%error, "fleet: etcd session ended; serving on the last known weight, no decisions until it is back");
-                    } else {
-                        tracing::debug!(%error, "fleet: etcd still unreachable");
-                    }
-                    self.view.connected = false;
-                    self.publish_status();
-                }
+                Err(error) => error,
+            };
+            if matches!(error, SessionError::LeaseLost) {
+                self.view.lease = None;
+                self.view.term = None;
             }
+            let was_connected = self.view.connected;
+            if was_connected {
+                tracing::warn!(%error, member = %url, "fleet: etcd session ended; serving on the last known weight, no decisions until it is back");
+                // The next member may well be fine: try it soon.
+                backoff = BACKOFF_START;
+            } else {
+                tracing::debug!(%error, member = %url, "fleet: etcd still unreachable");
+            }
+            self.view.connected = false;
+            self.publish_status();
+            client = None;
+            endpoint = (endpoint + 1) % endpoints;
             if self.wait(backoff, &shutdown).await {
                 break;
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-            if self.view.connected {
-                backoff = BACKOFF_START;
+            if !was_connected {
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
         if let (Some(client), Some(lease)) = (&mut client, self.view.lease) {
@@ -678,6 +687,12 @@ impl FleetTask {
         });
         *self.shared.lock_status() = status;
     }
+}
+
+/// Where a replica starts in the endpoint list: spread by its id, so the
+/// fleet's sessions do not all land on the first member.
+fn start_index(replica_id: &str, endpoints: usize) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(replica_id.as_bytes()) % endpoints.max(1) as u64) as usize
 }
 
 fn unreachable_error() -> (StatusCode, String) {
