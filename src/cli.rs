@@ -223,6 +223,31 @@ pub fn render_status(v: &Value) -> String {
             ms(&b["p99_ms"])
         ));
     }
+    let fleet = &v["fleet"];
+    if fleet.is_object() {
+        let window = &fleet["window"];
+        out.push_str(&format!(
+            "fleet: replica {}  leader {}{}  {} replicas  etcd {}  fleet-wide window {}\n",
+            fleet["replica_id"].as_str().unwrap_or("?"),
+            fleet["leader"].as_str().unwrap_or("none"),
+            if fleet["is_leader"] == true {
+                " (this one)"
+            } else {
+                ""
+            },
+            fleet["replicas"].as_array().map_or(0, Vec::len),
+            if fleet["connected"] == true {
+                "connected"
+            } else {
+                "UNREACHABLE (last weight kept)"
+            },
+            match window["fleet_wide"].as_bool() {
+                Some(true) => format!("yes ({} requests)", window["candidate_requests"]),
+                Some(false) => "no (replicas catching up)".into(),
+                None => "-".into(),
+            },
+        ));
+    }
     if let Some(last) = v["decisions"].as_array().and_then(|d| d.last()) {
         out.push_str(&format!(
             "last decision: {} — {}\n",
@@ -284,4 +309,30 @@ pub async fn admin_call(
         return Err(fail(format!("{status}: {message}")));
     }
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_status;
+    use serde_json::json;
+
+    #[test]
+    fn the_summary_names_the_fleet_leader_and_whether_etcd_is_reachable() {
+        let status = json!({
+            "phase": "canary", "weight": 25.0, "step": 1,
+            "fleet": {
+                "replica_id": "r1", "leader": "r2", "is_leader": false, "connected": false,
+                "replicas": [{"id": "r1"}, {"id": "r2"}, {"id": "r3"}],
+                "window": {"fleet_wide": true, "candidate_requests": 60}
+            }
+        });
+        let text = render_status(&status);
+        assert!(
+            text.contains("fleet: replica r1  leader r2  3 replicas"),
+            "{text}"
+        );
+        assert!(text.contains("UNREACHABLE"), "{text}");
+        assert!(text.contains("yes (60 requests)"), "{text}");
+        assert!(!render_status(&json!({"phase": "shadow"})).contains("fleet"));
+    }
 }
