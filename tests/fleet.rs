@@ -50,6 +50,18 @@ fn others(i: usize) -> Vec<usize> {
     ALL.into_iter().filter(|&j| j != i).collect()
 }
 
+/// `POST /rollout/weight` on replica `via`, then waits until every replica
+/// is paused at that weight.
+async fn set_weight_everywhere(fleet: &Fleet, via: usize, percent: f64) {
+    let body = format!("{{\"percent\": {percent}}}");
+    fleet.post_ok(via, "weight", &body).await;
+    fleet
+        .wait_all("the weight everywhere", &ALL, CONVERGE, |s| {
+            is(s, "paused", percent)
+        })
+        .await;
+}
+
 fn is(status: &Value, phase: &str, weight: f64) -> bool {
     status["phase"] == phase && status["weight"] == weight
 }
@@ -467,14 +479,7 @@ async fn leader_killed_mid_step_new_leader_same_step() {
 
     // Canary at 25%: a weight by hand, then resume (a fresh step that the
     // huge volume gate holds).
-    fleet
-        .post_ok(survivors[0], "weight", r#"{"percent": 25}"#)
-        .await;
-    fleet
-        .wait_all("weight 25 everywhere", &ALL, CONVERGE, |s| {
-            is(s, "paused", 25.0)
-        })
-        .await;
+    set_weight_everywhere(&fleet, survivors[0], 25.0).await;
     fleet.post_ok(survivors[1], "resume", "{}").await;
     let (before, _) = fleet
         .wait_statuses("canary at 25 everywhere", &ALL, CONVERGE, |all| {
@@ -554,14 +559,7 @@ async fn stopped_leader_write_is_rejected() {
     let leader = fleet.wait_ready(&ALL, READY_TIMEOUT).await;
     let old_id = fleet.replicas[leader].id.clone();
     let survivors = others(leader);
-    fleet
-        .post_ok(survivors[0], "weight", r#"{"percent": 25}"#)
-        .await;
-    fleet
-        .wait_all("weight 25 everywhere", &ALL, CONVERGE, |s| {
-            is(s, "paused", 25.0)
-        })
-        .await;
+    set_weight_everywhere(&fleet, survivors[0], 25.0).await;
     // Give the leader something of its own to write: fresh evidence.
     let urls = fleet.urls(&ALL);
     for url in &urls {
@@ -681,14 +679,7 @@ async fn etcd_member_killed_no_client_error() {
 
     let follower = others(leader)[0];
     let start = Instant::now();
-    fleet
-        .post_ok(follower, "weight", r#"{"percent": 25}"#)
-        .await;
-    fleet
-        .wait_all("weight 25 everywhere", &ALL, CONVERGE, |s| {
-            is(s, "paused", 25.0)
-        })
-        .await;
+    set_weight_everywhere(&fleet, follower, 25.0).await;
     println!("weight 25 everywhere {:?} after the POST", start.elapsed());
     fleet.wait_metric(WEIGHT_METRIC, 25.0, &ALL, CONVERGE).await;
 }
@@ -700,14 +691,7 @@ async fn etcd_member_killed_no_client_error() {
 async fn etcd_down_keeps_last_weight() {
     let mut fleet = Fleet::start(FleetSpec::manual("etcd-down")).await;
     let leader = fleet.wait_ready(&ALL, READY_TIMEOUT).await;
-    fleet
-        .post_ok(others(leader)[0], "weight", r#"{"percent": 25}"#)
-        .await;
-    fleet
-        .wait_all("weight 25 everywhere", &ALL, CONVERGE, |s| {
-            is(s, "paused", 25.0)
-        })
-        .await;
+    set_weight_everywhere(&fleet, others(leader)[0], 25.0).await;
 
     for i in 0..3 {
         fleet.etcd.kill(i).await;
