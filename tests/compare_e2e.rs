@@ -6,12 +6,10 @@
 mod harness;
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use http::Method;
 use support::{FakeUpstream, Reply, http_client, send};
-use tokio::io::AsyncWriteExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -255,43 +253,8 @@ async fn metrics_pass_promtool_check() {
     proxy.wait_metric(&comparisons("mismatch"), 2.0, WAIT).await;
     let text = proxy.metrics().await;
 
-    let child = tokio::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(child) => child,
-        // CI installs promtool (.ci/run), so there a missing one is a
-        // failure; on a newcomer's machine `cargo test` must still pass, so
-        // the check is skipped loudly instead.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::env::var_os("CI").is_none() => {
-            eprintln!(
-                "SKIPPED promtool check: promtool is not on PATH (Debian/Ubuntu: apt-get install prometheus)"
-            );
-            proxy.stop().await;
-            return;
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-            "promtool is not on PATH; install it (Debian/Ubuntu: apt-get install prometheus) \
-             to run this test"
-        ),
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(text.as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success() && said.trim().is_empty(),
-        "promtool check metrics ({}):\n{said}\n--- scraped:\n{text}",
-        output.status
-    );
+    if let Some(Err(problems)) = support::promtool::check_metrics(&text).await {
+        panic!("{problems}\n--- scraped:\n{text}");
+    }
     proxy.stop().await;
 }

@@ -189,6 +189,11 @@ async fn weights_agree_and_counts_merge() {
     fleet
         .wait_metric("understudy_fleet_replicas", 3.0, &ALL, CONVERGE)
         .await;
+    // The fleet gauges are valid exposition (HELP, TYPE) by Prometheus' own lint.
+    let text = fleet.metrics(leader).await.expect("leader's /metrics");
+    if let Some(Err(problems)) = support::promtool::check_metrics(&text).await {
+        panic!("{problems}\n--- scraped:\n{text}");
+    }
 
     // 30, 20 and 10 requests to the three replicas, concurrently.
     let sent = [30, 20, 10];

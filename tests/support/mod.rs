@@ -27,6 +27,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod memory;
+pub mod promtool;
 mod raw;
 mod reply;
 mod server;
