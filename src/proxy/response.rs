@@ -14,8 +14,13 @@ use super::body::TeeBody;
 use crate::split::Backend;
 use crate::stats::window::grpc_failed;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
+use crate::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A serving backend's response body (its request body streams from the
+/// client).
+pub type ServedBody = UpstreamBody<TeeBody<Incoming>>;
 
 /// Reports a serving body that broke off after its head was sent.
 struct BodyFailure {
@@ -29,7 +34,7 @@ struct BodyFailure {
 #[allow(clippy::large_enum_variant)]
 enum Kind {
     Upstream {
-        body: TeeBody<Incoming>,
+        body: TeeBody<ServedBody>,
         failure: Option<BodyFailure>,
     },
     Local(Full<Bytes>),
@@ -42,7 +47,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     pub fn upstream(
-        body: TeeBody<Incoming>,
+        body: TeeBody<ServedBody>,
         stats: StatsHandle,
         backend: Backend,
         started: Instant,
