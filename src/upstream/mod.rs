@@ -12,6 +12,7 @@
 
 mod body;
 mod h1pool;
+mod progress;
 
 use std::time::Duration;
 
@@ -26,12 +27,11 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_rustls::HttpsConnector;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use body::UpstreamBody;
 use h1pool::{ConnectFailure, Http1Pool, Lease};
+pub use progress::{BodyProgress, ProgressReporter, body_progress};
 
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config;
@@ -41,19 +41,6 @@ use crate::tls::{self, TlsError};
 /// timeouts of common model servers (uvicorn, nginx), so we close first and
 /// never send on a connection the server is closing.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-/// Watches a request body's progress while it is being sent, so the head
-/// timeout can start when the body is done.
-#[derive(Debug)]
-pub struct BodyProgress {
-    /// Resolves when the body has ended or failed (or was dropped).
-    pub ended: oneshot::Receiver<()>,
-    /// Increases every time the body is polled.
-    pub polls: Arc<AtomicU64>,
-    /// True while the body waits for its own source (the client), which
-    /// is the client's slowness, not the backend's.
-    pub waiting_on_source: Arc<AtomicBool>,
-}
 
 /// Why a request to a backend produced no response head.
 #[derive(Debug, thiserror::Error)]
@@ -215,31 +202,37 @@ where
         &self,
         request: Request<B>,
         timeout: Duration,
-        mut progress: BodyProgress,
+        progress: BodyProgress,
     ) -> Result<(Response<UpstreamBody<B>>, Instant), UpstreamError> {
         let started = Instant::now();
         let response = self.request(request);
         tokio::pin!(response);
-        let mut last_polls = progress.polls.load(Ordering::Relaxed);
+        // One timer for the whole exchange: moving its deadline later does
+        // not touch the timer wheel, registering a second one would.
+        let timer = tokio::time::sleep(timeout);
+        tokio::pin!(timer);
+        let mut last_polls = progress.polls();
         loop {
             tokio::select! {
                 biased;
                 result = &mut response => return result.map(|r| (r, started)),
-                _ = &mut progress.ended => break,
-                _ = tokio::time::sleep(timeout) => {
-                    let polls = progress.polls.load(Ordering::Relaxed);
-                    let waiting = progress.waiting_on_source.load(Ordering::Relaxed);
-                    if polls == last_polls && !waiting {
+                _ = progress.ended() => break,
+                _ = &mut timer => {
+                    let polls = progress.polls();
+                    if polls == last_polls && !progress.waiting_on_source() {
                         return Err(self.timed_out(timeout));
                     }
                     last_polls = polls;
+                    timer.as_mut().reset(Instant::now() + timeout);
                 }
             }
         }
         let body_sent = Instant::now();
-        match tokio::time::timeout(timeout, response).await {
-            Err(_) => Err(self.timed_out(timeout)),
-            Ok(result) => result.map(|r| (r, body_sent)),
+        timer.as_mut().reset(body_sent + timeout);
+        tokio::select! {
+            biased;
+            result = &mut response => result.map(|r| (r, body_sent)),
+            _ = &mut timer => Err(self.timed_out(timeout)),
         }
     }
 

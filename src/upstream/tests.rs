@@ -4,6 +4,7 @@
 use super::*;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
