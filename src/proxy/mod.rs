@@ -292,7 +292,7 @@ impl Proxy {
             .with_progress();
         parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
         parts.version = pools.serve.version();
-        let upstream_request = Request::from_parts(parts, body);
+        let upstream_request = Request::from_parts(parts, Box::new(body));
         let called = Instant::now();
         let result = pools
             .serve

@@ -7,7 +7,6 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::TeeBody;
@@ -20,7 +19,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A serving backend's response body (its request body streams from the
 /// client).
-pub type ServedBody = UpstreamBody<TeeBody<Incoming>>;
+pub type ServedBody = UpstreamBody<super::pools::UploadBody>;
 
 /// Reports a serving body that broke off after its head was sent.
 struct BodyFailure {
