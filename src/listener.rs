@@ -24,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
+use crate::proxy::headers::ForwardedFor;
 use crate::telemetry::Metrics;
 
 /// Accepts client connections and serves them with the proxy.
@@ -80,9 +81,11 @@ impl Connection {
             metrics,
             peer,
         } = self;
+        let forwarded_for = ForwardedFor::new(peer.ip());
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, peer, scheme).await) }
+            let forwarded_for = forwarded_for.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(request, &forwarded_for, scheme).await) }
         });
         let connection = builder
             .serve_connection(TokioIo::new(io), service)

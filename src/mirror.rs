@@ -106,7 +106,7 @@ impl Mirror {
     }
 }
 
-async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
+async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     let body = match pending.request_body.await {
         Ok(Captured::Complete { body, .. }) => body,
         Ok(Captured::Overflow) => {
@@ -134,7 +134,9 @@ async fn run(job: MirrorJob, pending: Pending, stats: &StatsHandle) {
         }
     };
     let shadow_backend = job.serving.other();
-    let shadow = send(&job, body, shadow_backend, stats).await;
+    // The headers go out once: moved into the request, not cloned.
+    let headers = std::mem::take(&mut job.headers);
+    let shadow = send(&job, headers, body, shadow_backend, stats).await;
     let served = wait_served(pending.served, job.served_timeout).await;
     let (stable, candidate) = match job.serving {
         Backend::Stable => (served, shadow),
@@ -237,11 +239,17 @@ impl Answer {
     }
 }
 
-async fn send(job: &MirrorJob, body: Bytes, backend: Backend, stats: &StatsHandle) -> Answer {
+async fn send(
+    job: &MirrorJob,
+    headers: HeaderMap,
+    body: Bytes,
+    backend: Backend,
+    stats: &StatsHandle,
+) -> Answer {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = job.method.clone();
     *request.uri_mut() = job.target.uri_for(job.path_and_query.as_ref());
-    *request.headers_mut() = job.headers.clone();
+    *request.headers_mut() = headers;
     *request.version_mut() = job.target.version();
     let started = Instant::now();
     let deadline = started + job.timeout;

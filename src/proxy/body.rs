@@ -13,14 +13,12 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
-use crate::upstream::BodyProgress;
+use crate::upstream::{BodyProgress, ProgressReporter, body_progress};
 
 /// The copy of a body, once the stream has ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +112,11 @@ pub struct TeeBody<B> {
     /// Bytes forwarded so far, against `limit`.
     seen: u64,
     limit: u64,
-    /// Fired once the body has ended (or failed), so the head timeout of the
-    /// request can start then: a slow upload is not the backend's latency.
-    ended: Option<oneshot::Sender<()>>,
     /// Counts polls, so the sender can tell a stalled peer (never polls)
-    /// from a slow source (polled, but pending).
-    progress: Option<(Arc<AtomicU64>, Arc<AtomicBool>)>,
+    /// from a slow source (polled, but pending), and reports the end (or
+    /// failure), so the head timeout of the request can start then: a slow
+    /// upload is not the backend's latency.
+    progress: Option<ProgressReporter>,
     /// Fails the body when its source sends nothing for this long.
     idle: Option<Idle>,
 }
@@ -137,7 +134,6 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
             capture: None,
             seen: 0,
             limit: u64::MAX,
-            ended: None,
             progress: None,
             idle: None,
         }
@@ -145,23 +141,12 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
 
     /// Reports the body's end and progress (see [`BodyProgress`]).
     pub fn with_progress(mut self) -> (Self, BodyProgress) {
-        let (ended, receiver) = oneshot::channel();
-        let polls = Arc::new(AtomicU64::new(0));
-        let waiting_on_source = Arc::new(AtomicBool::new(false));
+        let (mut reporter, progress) = body_progress();
         if self.inner.is_end_stream() {
-            let _ = ended.send(());
-        } else {
-            self.ended = Some(ended);
+            reporter.end();
         }
-        self.progress = Some((polls.clone(), waiting_on_source.clone()));
-        (
-            self,
-            BodyProgress {
-                ended: receiver,
-                polls,
-                waiting_on_source,
-            },
-        )
+        self.progress = Some(reporter);
+        (self, progress)
     }
 
     /// Fails the body with [`BodyError::Idle`] when its source sends
@@ -175,8 +160,8 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
     }
 
     fn signal_end(&mut self) {
-        if let Some(ended) = self.ended.take() {
-            let _ = ended.send(());
+        if let Some(progress) = &mut self.progress {
+            progress.end();
         }
     }
 
@@ -203,7 +188,6 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
             capture: Some(capture),
             seen: 0,
             limit: u64::MAX,
-            ended: None,
             progress: None,
             idle: None,
         };
@@ -235,9 +219,8 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Some((polls, waiting)) = &this.progress {
-            polls.fetch_add(1, Ordering::Relaxed);
-            waiting.store(polled.is_pending(), Ordering::Relaxed);
+        if let Some(progress) = &this.progress {
+            progress.polled(polled.is_pending());
         }
         let frame = match polled {
             Poll::Ready(frame) => {

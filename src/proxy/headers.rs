@@ -2,7 +2,8 @@
 //!
 //! Hop-by-hop headers describe one connection and must not travel to the
 //! next hop, in either direction; `x-forwarded-*` tell the backend who the
-//! client was. Nothing here allocates unless a header must be added.
+//! client was. Nothing here allocates unless a header must be added, and
+//! a head without hop-by-hop headers (nearly every one) is only scanned.
 
 use std::net::IpAddr;
 
@@ -21,10 +22,28 @@ pub static X_UNDERSTUDY_SHADOW: HeaderName = HeaderName::from_static("x-understu
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+/// Whether `name` is one of the fixed hop-by-hop headers (or `TE`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == CONNECTION
+        || name == TE
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == PROXY_AUTHORIZATION
+        || name == PROXY_AUTHENTICATE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+}
+
 /// Removes hop-by-hop headers: the fixed list, plus every header the
 /// `Connection` header names. `TE: trailers` survives, because gRPC needs
 /// the backend to know the client accepts trailers.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few names present instead of a hashed removal per
+    // hop-by-hop name: a header `Connection` names is only removed when
+    // `Connection` itself is present.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -60,13 +79,31 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A client connection's IP, formatted once for `x-forwarded-for` rather
+/// than on every request of the connection.
+#[derive(Debug, Clone)]
+pub struct ForwardedFor(HeaderValue);
+
+impl ForwardedFor {
+    pub fn new(peer: IpAddr) -> Self {
+        Self(
+            HeaderValue::from_str(&peer.to_string())
+                .expect("an IP address is a valid header value"),
+        )
+    }
+
+    fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
 /// Prepares a client's request headers for a backend: hop-by-hop removed,
 /// `x-forwarded-for` extended with the peer, `-proto` set to the scheme the
 /// client used, `-host` set to the Host the client asked for, and the Host
 /// itself dropped so the client sets the backend's own authority.
 pub fn prepare_request(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &ForwardedFor,
     proto: &'static str,
     authority: Option<&str>,
 ) {
@@ -78,10 +115,10 @@ pub fn prepare_request(
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {peer}"),
-        None => peer.to_string(),
+        Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", peer.as_str())).ok(),
+        None => Some(peer.0.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -136,10 +173,26 @@ mod tests {
     #[test]
     fn forwarded_headers_extend_the_chain() {
         let mut h = headers(&[("host", "api.example"), ("x-forwarded-for", "10.0.0.1")]);
-        prepare_request(&mut h, "192.0.2.7".parse().unwrap(), "http", None);
+        let peer = ForwardedFor::new("192.0.2.7".parse().unwrap());
+        prepare_request(&mut h, &peer, "http", None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example");
         assert!(h.get("host").is_none());
+    }
+
+    #[test]
+    fn the_peer_starts_the_chain_and_a_clean_head_is_left_alone() {
+        let mut h = headers(&[("content-type", "application/json"), ("te", "trailers")]);
+        let peer = ForwardedFor::new("2001:db8::1".parse().unwrap());
+        prepare_request(&mut h, &peer, "https", Some("api.example:8080"));
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example:8080");
+        assert_eq!(h["te"], "trailers");
+        let mut clean = headers(&[("content-type", "application/json"), ("x-custom", "1")]);
+        let before = clean.clone();
+        remove_hop_by_hop(&mut clean);
+        assert_eq!(clean, before);
     }
 }

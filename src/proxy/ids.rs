@@ -2,26 +2,63 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::HeaderValue;
 
 /// A random per-process prefix and a counter: unique across restarts and
 /// replicas without a random draw per request.
 pub(super) struct RequestIds {
-    prefix: u64,
+    /// The prefix as 16 hex digits and a dash, formatted once.
+    prefix: [u8; 17],
     counter: AtomicU64,
 }
 
+/// An id's bytes: `{prefix:016x}-{counter:x}`, at most 33 of them.
+struct Id {
+    bytes: [u8; 33],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Id {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 impl RequestIds {
     pub fn new() -> Self {
+        Self::with_prefix(rand::random())
+    }
+
+    fn with_prefix(prefix: u64) -> Self {
+        let mut bytes = [b'-'; 17];
+        for (i, byte) in bytes[..16].iter_mut().enumerate() {
+            *byte = HEX[((prefix >> (60 - 4 * i)) & 0xf) as usize];
+        }
         Self {
-            prefix: rand::random(),
+            prefix: bytes,
             counter: AtomicU64::new(0),
         }
     }
 
+    /// The next id. Formatted by hand into one buffer that the header value
+    /// then owns (one allocation, and clones of it share it): this runs for
+    /// every request that comes without an id.
     pub fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:016x}-{n:x}", self.prefix))
+        let mut id = Id {
+            bytes: [0; 33],
+            len: 17,
+        };
+        id.bytes[..17].copy_from_slice(&self.prefix);
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            id.bytes[17 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+        }
+        id.len += digits;
+        HeaderValue::from_maybe_shared(Bytes::from_owner(id))
             .expect("hex digits and a dash are a valid header value")
     }
 }
@@ -38,5 +75,17 @@ mod tests {
         assert_ne!(a, b);
         let prefix = |v: &HeaderValue| v.to_str().unwrap().split('-').next().unwrap().to_owned();
         assert_eq!(prefix(&a), prefix(&b));
+    }
+
+    #[test]
+    fn ids_read_as_the_prefix_and_counter_in_hex() {
+        let ids = RequestIds::with_prefix(0x0123_4567_89ab_cdef);
+        for n in [0u64, 1, 15, 16, 255, 0xdead_beef, u64::MAX] {
+            ids.counter.store(n, Ordering::Relaxed);
+            assert_eq!(
+                ids.next(),
+                format!("{:016x}-{n:x}", 0x0123_4567_89ab_cdef_u64)
+            );
+        }
     }
 }

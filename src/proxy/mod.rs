@@ -12,7 +12,6 @@ mod ids;
 mod pools;
 pub mod response;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -173,7 +172,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &headers::ForwardedFor,
         scheme: &'static str,
     ) -> Response<ProxyBody> {
         let inner = &*self.inner;
@@ -216,7 +215,7 @@ impl Proxy {
             .get()
             .and_then(|r| r.sample(&parts, &request_id));
         let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-        headers::prepare_request(&mut parts.headers, peer.ip(), scheme, authority.as_deref());
+        headers::prepare_request(&mut parts.headers, peer, scheme, authority.as_deref());
         let client_version = parts.version;
 
         if let Some(limit) = settings.max_body_bytes
@@ -293,7 +292,7 @@ impl Proxy {
             .with_progress();
         parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
         parts.version = pools.serve.version();
-        let upstream_request = Request::from_parts(parts, body);
+        let upstream_request = Request::from_parts(parts, Box::new(body));
         let called = Instant::now();
         let result = pools
             .serve

@@ -7,15 +7,19 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::TeeBody;
 use crate::split::Backend;
 use crate::stats::window::grpc_failed;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
+use crate::upstream::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A serving backend's response body (its request body streams from the
+/// client).
+pub type ServedBody = UpstreamBody<super::pools::UploadBody>;
 
 /// Reports a serving body that broke off after its head was sent.
 struct BodyFailure {
@@ -29,7 +33,7 @@ struct BodyFailure {
 #[allow(clippy::large_enum_variant)]
 enum Kind {
     Upstream {
-        body: TeeBody<Incoming>,
+        body: TeeBody<ServedBody>,
         failure: Option<BodyFailure>,
     },
     Local(Full<Bytes>),
@@ -42,7 +46,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     pub fn upstream(
-        body: TeeBody<Incoming>,
+        body: TeeBody<ServedBody>,
         stats: StatsHandle,
         backend: Backend,
         started: Instant,
