@@ -62,6 +62,18 @@ async fn set_weight_everywhere(fleet: &Fleet, via: usize, percent: f64) {
         .await;
 }
 
+/// Fails (with the fleet's report) unless every status is `phase` at
+/// `weight`; `otherwise` says what went wrong.
+async fn check_every(fleet: &Fleet, statuses: &[Value], phase: &str, weight: f64, otherwise: &str) {
+    for status in statuses {
+        fleet
+            .check(is(status, phase, weight), || {
+                format!("{}: {otherwise}", status["fleet"]["replica_id"])
+            })
+            .await;
+    }
+}
+
 fn is(status: &Value, phase: &str, weight: f64) -> bool {
     status["phase"] == phase && status["weight"] == weight
 }
@@ -375,13 +387,7 @@ async fn healthy_candidate_promoted_fleet_wide() {
         Tally::get(&tally.ok),
         Tally::get(&tally.candidate)
     );
-    for status in &statuses {
-        fleet
-            .check(is(status, "promoted", 100.0), || {
-                format!("{}: not promoted", status["fleet"]["replica_id"])
-            })
-            .await;
-    }
+    check_every(&fleet, &statuses, "promoted", 100.0, "not promoted").await;
     tally.assert_all_ok("clients during the rollout");
     assert!(Tally::get(&tally.candidate) > 0, "candidate never served");
 
@@ -449,13 +455,7 @@ async fn failing_candidate_rolled_back_fleet_wide() {
         "finished after {took:?}; {} requests ok",
         Tally::get(&tally.ok)
     );
-    for status in &statuses {
-        fleet
-            .check(is(status, "rolled_back", 0.0), || {
-                format!("{}: not rolled back", status["fleet"]["replica_id"])
-            })
-            .await;
-    }
+    check_every(&fleet, &statuses, "rolled_back", 0.0, "not rolled back").await;
     // Shadow only: the candidate's errors never reach a client.
     tally.assert_all_ok("clients during the rollout");
     assert_eq!(Tally::get(&tally.candidate), 0);
@@ -719,16 +719,14 @@ async fn etcd_down_keeps_last_weight() {
             s["fleet"]["connected"] == false
         })
         .await;
-    for status in &statuses {
-        fleet
-            .check(is(status, "paused", 25.0), || {
-                format!(
-                    "{}: weight moved without etcd",
-                    status["fleet"]["replica_id"]
-                )
-            })
-            .await;
-    }
+    check_every(
+        &fleet,
+        &statuses,
+        "paused",
+        25.0,
+        "weight moved without etcd",
+    )
+    .await;
     fleet.wait_metric(WEIGHT_METRIC, 25.0, &ALL, CONVERGE).await;
     let mut on_candidate = 0;
     for url in fleet.urls(&ALL) {

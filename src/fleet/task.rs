@@ -344,8 +344,7 @@ impl FleetTask {
     fn on_delete(&mut self, key: &[u8]) {
         let key = String::from_utf8_lossy(key);
         if key == self.keys.state {
-            self.view.have_state = false;
-            self.view.state_revision = 0;
+            self.forget_state();
         } else if key == self.keys.leader {
             self.view.leader = None;
         } else if key == self.keys.evidence {
@@ -353,6 +352,13 @@ impl FleetTask {
         } else if let Some(id) = key.strip_prefix(&self.keys.replicas) {
             self.view.reports.remove(id);
         }
+    }
+
+    /// The state key is gone (deleted to start over): the leader writes a
+    /// new one; until then the weight stays.
+    fn forget_state(&mut self) {
+        self.view.have_state = false;
+        self.view.state_revision = 0;
     }
 
     /// Applies the fleet's state: its weight within the watch latency, and
@@ -640,7 +646,7 @@ impl FleetTask {
                     return Ok(self.rollout.status_json());
                 }
                 Guarded::Refused(Some(current)) => self.on_put(&current),
-                Guarded::Refused(None) => self.on_delete(self.keys.state.clone().as_bytes()),
+                Guarded::Refused(None) => self.forget_state(),
             }
         }
         Err(CommandFailure::Refused(
