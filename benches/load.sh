@@ -11,7 +11,10 @@
 #   slow     mirror to a candidate that answers after 50 ms
 #   split    90/10 weighted split (canary at 10%)
 # Then understudy's peak RSS with 1,000 connections and the slow candidate.
-# Prints medians per target and the ratios understudy / nginx.
+# Prints medians per target and the ratios understudy / nginx. For the proxy
+# and mirror jobs it also runs `bare_proxy` (benches/support/bare_proxy.rs):
+# hyper's server and client with none of understudy's features, on the same
+# worker layout: the most a proxy built on hyper reaches here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -38,9 +41,13 @@ fi
 [ -f "$ANCHOR" ] || { echo "nginx anchor config not found at $ANCHOR (set ANCHOR=...)" >&2; exit 2; }
 
 echo "building release binaries..." >&2
-cargo build --release --quiet --bin understudy --example fake_upstream
+cargo build --release --quiet --bin understudy --example fake_upstream --example bare_proxy
 BIN=$ROOT/target/release/understudy
 
+# Every port must be ours: a stray server on one would be measured instead.
+for p in 19001 19002 19003 19100 19101 19102 19103 19200 19201 19202 19203 19210 19211 19212 19213 19300 19301; do
+  if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "port $p is already in use; stop what listens there" >&2; exit 2; fi
+done
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 
 # Upstreams: stable 19001, candidate 19002, slow candidate 19003 (50 ms).
@@ -51,6 +58,11 @@ for p in 19001 19002 19003; do wait_port $p; done
 mkdir -p /tmp/anchor-nginx
 nginx -c "$ANCHOR" -p /tmp/anchor-nginx & PIDS+=($!)
 for p in 19100 19101 19102 19103; do wait_port $p; done
+
+# The hyper-only ceiling: proxy on 19300, proxy + mirror (answer dropped) on 19301.
+"$ROOT/target/release/examples/bare_proxy" 19300 19001 & PIDS+=($!)
+"$ROOT/target/release/examples/bare_proxy" 19301 19001 19002 & PIDS+=($!)
+for p in 19300 19301; do wait_port $p; done
 
 # understudy: the same four jobs on 19200-19203 (admin 19210-19213).
 write_config() { # name port admin candidate_port shadow_percent extra
@@ -103,7 +115,7 @@ run_wrk() {
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
 echo "warming up..." >&2
-for port in 19001 19100 19200 19101 19201; do wrk -t1 -c"$CONNECTIONS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/models/m:predict" >/dev/null 2>&1; done
+for port in 19001 19100 19200 19300 19101 19201 19301; do wrk -t1 -c"$CONNECTIONS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/models/m:predict" >/dev/null 2>&1; done
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS..." >&2
   echo "direct direct $(run_wrk 19001 "$CONNECTIONS")" >> "$RESULTS"
@@ -111,6 +123,10 @@ for round in $(seq "$ROUNDS"); do
     IFS=: read -r name nginx_port ours_port <<<"$job"
     echo "$name nginx $(run_wrk "$nginx_port" "$CONNECTIONS")" >> "$RESULTS"
     echo "$name understudy $(run_wrk "$ours_port" "$CONNECTIONS")" >> "$RESULTS"
+    case $name in
+      proxy) echo "proxy hyper $(run_wrk 19300 "$CONNECTIONS")" >> "$RESULTS" ;;
+      mirror) echo "mirror hyper $(run_wrk 19301 "$CONNECTIONS")" >> "$RESULTS" ;;
+    esac
   done
 done
 
@@ -137,6 +153,12 @@ for job in ["proxy", "mirror", "slow", "split"]:
     n_rps, n_p99 = med[(job, "nginx")]
     u_rps, u_p99 = med[(job, "understudy")]
     print(f"{job:<8} {n_rps:>12.0f} {u_rps:>17.0f} {u_rps/n_rps:>6.2f}   {n_p99:>8.2f}ms {u_p99:>13.2f}ms {u_p99/n_p99:>6.2f}")
+print(f"\nhyper alone (bare_proxy: no features; mirror answers read and dropped), same run:")
+for job in ["proxy", "mirror"]:
+    h_rps, h_p99 = med[(job, "hyper")]
+    n_rps, n_p99 = med[(job, "nginx")]
+    u_rps, _ = med[(job, "understudy")]
+    print(f"{job:<8} {h_rps:>12.0f} req/s = {h_rps/n_rps:.2f}x nginx, p99 {h_p99:.2f}ms; understudy reaches {u_rps/h_rps:.2f} of it")
 p_rps, p_p99 = med[("proxy", "understudy")]
 s_rps, s_p99 = med[("slow", "understudy")]
 print(f"\nunderstudy proxy-only vs direct: {p_rps/d_rps:.2f} of the ceiling's req/s")

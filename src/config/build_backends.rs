@@ -28,6 +28,12 @@ impl Checker<'_> {
             DEFAULT_CONNECT_TIMEOUT,
         );
         let pool_max_idle = self.count(&key("pool_max_idle"), raw.pool_max_idle, 256, 0);
+        let max_connections = self.count(
+            &key("max_connections"),
+            raw.max_connections,
+            DEFAULT_BACKEND_MAX_CONNECTIONS,
+            1,
+        );
         let ca = raw.ca.map(PathBuf::from);
         let client_cert = match (raw.cert, raw.key) {
             (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
@@ -79,6 +85,7 @@ impl Checker<'_> {
             connect_timeout,
             http2: raw.http2.unwrap_or(false),
             pool_max_idle,
+            max_connections,
             ca,
             client_cert,
         })

@@ -34,6 +34,12 @@ pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// A healthy loopback or in-cluster connect takes microseconds; one second
 /// catches dead hosts quickly without flapping on a busy node.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Clients' requests in flight to one backend at once. For HTTP/1.1 each is
+/// a connection, and each costs ~25 KiB of hyper buffers here; a model
+/// server rarely runs more than a few hundred inferences at once, so
+/// connections past that only queue inside it. Envoy's circuit breaker
+/// default is 1024; nginx has no limit unless `max_conns` is set.
+pub const DEFAULT_BACKEND_MAX_CONNECTIONS: usize = 256;
 /// Mirrors in flight at once; bounds shadow memory (each holds at most one
 /// request and one response body).
 pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: usize = 512;
@@ -150,6 +156,9 @@ pub struct Backend {
     pub http2: bool,
     /// Idle keep-alive connections kept per backend.
     pub pool_max_idle: usize,
+    /// Clients' requests in flight to this backend at once (for HTTP/1.1,
+    /// connections), shared among the data-plane workers; more wait.
+    pub max_connections: usize,
     /// Private CA for an `https://` backend (default: Mozilla's roots).
     pub ca: Option<PathBuf>,
     /// Client certificate and key for upstream mutual TLS.

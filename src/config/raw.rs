@@ -74,6 +74,7 @@ pub struct RawBackend {
     pub connect_timeout: Option<String>,
     pub http2: Option<bool>,
     pub pool_max_idle: Option<i64>,
+    pub max_connections: Option<i64>,
     pub ca: Option<String>,
     pub cert: Option<String>,
     pub key: Option<String>,

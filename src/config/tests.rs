@@ -18,6 +18,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.listen.addr, DEFAULT_LISTEN_ADDR.parse().unwrap());
     assert_eq!(config.admin.addr, DEFAULT_ADMIN_ADDR.parse().unwrap());
     assert_eq!(config.stable.timeout, DEFAULT_BACKEND_TIMEOUT);
+    assert_eq!(
+        config.stable.max_connections,
+        DEFAULT_BACKEND_MAX_CONNECTIONS
+    );
     assert!(config.candidate.is_none());
     // Without a candidate there is nothing to mirror to.
     assert_eq!(config.shadow.percent, 0.0);
@@ -51,6 +55,7 @@ timeout = "30"
 
 [backends.candidate]
 url = "http://127.0.0.1:8002"
+max_connections = 0
 
 [shadow]
 percent = 150
@@ -66,6 +71,7 @@ steps = [50, 25]
         "listen.addr",
         "backends.stable.url",
         "backends.stable.timeout",
+        "backends.candidate.max_connections",
         "shadow.percent",
         "shadow.max_in_flight",
         "rollout.max_error_rate",
@@ -77,7 +83,7 @@ steps = [50, 25]
         .iter()
         .find(|p| p.key == "rollout.max_error_rate")
         .unwrap();
-    assert_eq!(rate.line, Some(17));
+    assert_eq!(rate.line, Some(18));
     assert!(rate.message.contains("between 0 and 1"), "{}", rate.message);
     let timeout = found
         .iter()

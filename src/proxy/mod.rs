@@ -74,6 +74,8 @@ pub struct Proxy {
 struct Inner {
     /// The backends, to build each worker's pools.
     backends: (config::Backend, Option<config::Backend>),
+    /// Data-plane workers, which share each backend's `max_connections`.
+    workers: usize,
     settings: ArcSwap<Settings>,
     routing: Arc<Routing>,
     mirror: Mirror,
@@ -123,9 +125,14 @@ impl Proxy {
         let mirror = Mirror::new(config.shadow.max_in_flight, stats.clone());
         let backends = (config.stable.clone(), config.candidate.clone());
         Ok(Self {
-            pools: Arc::new(BackendPools::new(&backends.0, backends.1.as_ref())?),
+            pools: Arc::new(BackendPools::new(
+                &backends.0,
+                backends.1.as_ref(),
+                config.listen.workers,
+            )?),
             inner: Arc::new(Inner {
                 backends,
+                workers: config.listen.workers,
                 settings: ArcSwap::from_pointee(settings),
                 routing,
                 mirror,
@@ -149,7 +156,11 @@ impl Proxy {
         let (stable, candidate) = &self.inner.backends;
         Ok(Self {
             inner: self.inner.clone(),
-            pools: Arc::new(BackendPools::new(stable, candidate.as_ref())?),
+            pools: Arc::new(BackendPools::new(
+                stable,
+                candidate.as_ref(),
+                self.inner.workers,
+            )?),
         })
     }
 

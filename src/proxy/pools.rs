@@ -28,9 +28,13 @@ pub(super) struct Pools {
 }
 
 impl Pools {
-    fn new(backend: &config::Backend) -> Result<Self, TlsError> {
+    /// The serving pool takes its share of `max_connections` (each worker
+    /// has its own pools); the shadow pool is bounded by
+    /// `shadow.max_in_flight` instead, whose excess is dropped, not queued.
+    fn new(backend: &config::Backend, workers: usize) -> Result<Self, TlsError> {
+        let share = backend.max_connections.div_ceil(workers.max(1));
         Ok(Self {
-            serve: Upstream::new(backend)?,
+            serve: Upstream::new(backend)?.with_max_in_flight(share),
             shadow: Arc::new(Upstream::new(backend)?),
         })
     }
@@ -46,10 +50,13 @@ impl BackendPools {
     pub fn new(
         stable: &config::Backend,
         candidate: Option<&config::Backend>,
+        workers: usize,
     ) -> Result<Self, TlsError> {
         Ok(Self {
-            stable: Pools::new(stable)?,
-            candidate: candidate.map(Pools::new).transpose()?,
+            stable: Pools::new(stable, workers)?,
+            candidate: candidate
+                .map(|backend| Pools::new(backend, workers))
+                .transpose()?,
         })
     }
 }

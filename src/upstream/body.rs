@@ -7,6 +7,7 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::BoxError;
 use super::h1pool::Lease;
@@ -24,6 +25,8 @@ where
 {
     inner: Incoming,
     lease: Option<Lease<B>>,
+    /// The pool's in-flight slot, held until the exchange is over.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<B> UpstreamBody<B>
@@ -32,8 +35,12 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(super) fn new(inner: Incoming, lease: Option<Lease<B>>) -> Self {
-        let mut body = Self { inner, lease };
+    pub(super) fn new(
+        inner: Incoming,
+        lease: Option<Lease<B>>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let mut body = Self { inner, lease, slot };
         // An empty body (204, Content-Length: 0, HEAD) may never be polled.
         if body.inner.is_end_stream() {
             body.release();
@@ -45,6 +52,7 @@ where
         if let Some(lease) = self.lease.take() {
             lease.release();
         }
+        self.slot = None;
     }
 }
 
@@ -69,7 +77,10 @@ where
             Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
             Some(Ok(_)) => {}
             // A broken exchange leaves the connection unusable.
-            Some(Err(_)) => this.lease = None,
+            Some(Err(_)) => {
+                this.lease = None;
+                this.slot = None;
+            }
         }
         Poll::Ready(frame)
     }

@@ -25,6 +25,7 @@ use http::Uri;
 use hyper::body::Body;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -118,10 +119,17 @@ where
     }
 
     /// Takes a connection back after its response ended: into the idle
-    /// list when it is ready for the next request, else once it is.
-    pub fn put_back(self: Arc<Self>, mut sender: SendRequest<B>) {
+    /// list when it is ready for the next request, else once it is. The
+    /// request's in-flight slot is freed only then, so a request waiting
+    /// for a slot finds the connection idle instead of opening another.
+    pub fn put_back(
+        self: Arc<Self>,
+        mut sender: SendRequest<B>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) {
         if sender.is_ready() {
             self.insert(sender);
+            drop(slot);
             return;
         }
         // Still finishing the exchange (say, the rest of a request body
@@ -134,6 +142,7 @@ where
                 if sender.ready().await.is_ok() {
                     self.insert(sender);
                 }
+                drop(slot);
             });
         }
     }
@@ -168,6 +177,8 @@ where
 pub(crate) struct Lease<B> {
     pub sender: SendRequest<B>,
     pub pool: Arc<Http1Pool<B>>,
+    /// The pool's in-flight slot, when it has a limit.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 impl<B> Lease<B>
@@ -177,7 +188,7 @@ where
     B::Error: Into<BoxError>,
 {
     pub fn release(self) {
-        self.pool.put_back(self.sender);
+        self.pool.put_back(self.sender, self.slot);
     }
 }
 
@@ -238,7 +249,7 @@ mod tests {
             .unwrap();
         let response = sender.send_request(request).await.unwrap();
         response.into_body().collect().await.unwrap();
-        pool.clone().put_back(sender);
+        pool.clone().put_back(sender, None);
     }
 
     /// Lets the connection tasks run (the put-back may wait for one).

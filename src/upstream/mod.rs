@@ -32,6 +32,7 @@ pub use body::UpstreamBody;
 use h1pool::{ConnectFailure, Http1Pool, Lease};
 pub use progress::{BodyProgress, ProgressReporter, body_progress};
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config;
@@ -88,6 +89,9 @@ pub struct Upstream<B> {
     timeout: Duration,
     http2: bool,
     transport: Transport<B>,
+    /// At most this many requests in flight at once (none: no limit); a
+    /// request waits for a slot, within its timeout.
+    slots: Option<Arc<Semaphore>>,
 }
 
 impl<B> Upstream<B>
@@ -134,7 +138,17 @@ where
             timeout: backend.timeout,
             http2: backend.http2,
             transport,
+            slots: None,
         })
+    }
+
+    /// Limits this pool to `max` requests in flight at once. Over HTTP/1.1
+    /// that bounds its connections too: a new one is opened only by a
+    /// request holding a slot that finds none idle. Requests past the limit
+    /// wait in order (as in Envoy's pending queue), inside their timeout.
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.slots = Some(Arc::new(Semaphore::new(max.max(1))));
+        self
     }
 
     /// `stable` or `candidate`.
@@ -241,10 +255,20 @@ where
         &self,
         request: Request<B>,
     ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
+        let slot = match &self.slots {
+            Some(slots) => Some(
+                slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the slots semaphore is never closed"),
+            ),
+            None => None,
+        };
         match &self.transport {
-            Transport::Http1 { pool, host } => self.request_http1(pool, host, request).await,
+            Transport::Http1 { pool, host } => self.request_http1(pool, host, request, slot).await,
             Transport::Client(client) => match client.request(request).await {
-                Ok(response) => Ok(response.map(|body| UpstreamBody::new(body, None))),
+                Ok(response) => Ok(response.map(|body| UpstreamBody::new(body, None, slot))),
                 Err(source) if source.is_connect() => Err(self.unreachable(source.into())),
                 Err(source) => Err(self.failed(source.into())),
             },
@@ -256,6 +280,7 @@ where
         pool: &Arc<Http1Pool<B>>,
         host: &HeaderValue,
         mut request: Request<B>,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
         // What hyper-util's client adds: the backend's own Host (the proxy
         // moved the client's to x-forwarded-host).
@@ -277,8 +302,9 @@ where
                     let lease = Lease {
                         sender,
                         pool: pool.clone(),
+                        slot,
                     };
-                    return Ok(response.map(|body| UpstreamBody::new(body, Some(lease))));
+                    return Ok(response.map(|body| UpstreamBody::new(body, Some(lease), None)));
                 }
                 Err(mut error) => match error.take_message() {
                     // A reused connection closed before the request was

@@ -16,6 +16,7 @@ fn backend(url: &str) -> config::Backend {
         connect_timeout: Duration::from_secs(5),
         http2: false,
         pool_max_idle: 8,
+        max_connections: 256,
         ca: None,
         client_cert: None,
     }
@@ -121,4 +122,76 @@ async fn a_refused_connection_is_a_connect_error() {
     let upstream = Upstream::new(&backend(&format!("http://{addr}"))).unwrap();
     let error = get(&upstream, "/").await.unwrap_err();
     assert!(matches!(error, UpstreamError::Connect { .. }), "{error}");
+}
+
+/// A backend that answers after `delay` and records the most requests it
+/// had in progress at once; returns its URL, that peak and its accepted
+/// connections.
+async fn slow_backend(delay: Duration) -> (String, Arc<AtomicU64>, Arc<AtomicU64>) {
+    use hyper::server::conn::http1 as server;
+    use hyper_util::rt::TokioIo;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (peak, accepted) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let current = Arc::new(AtomicU64::new(0));
+    let (peak_seen, accepted_seen) = (peak.clone(), accepted.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (current, peak) = (current.clone(), peak.clone());
+            let service = hyper::service::service_fn(move |_request| {
+                let (current, peak) = (current.clone(), peak.clone());
+                async move {
+                    let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    current.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                }
+            });
+            tokio::spawn(server::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    (format!("http://{addr}"), peak_seen, accepted_seen)
+}
+
+#[tokio::test]
+async fn requests_past_the_in_flight_limit_wait_for_a_connection() {
+    let (url, peak, accepted) = slow_backend(Duration::from_millis(30)).await;
+    let upstream = Arc::new(Upstream::new(&backend(&url)).unwrap().with_max_in_flight(2));
+    let requests: Vec<_> = (0..6)
+        .map(|_| {
+            let upstream = upstream.clone();
+            tokio::spawn(async move { get(&upstream, "/").await })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap(), "ok");
+    }
+    // Without the limit all six would be in progress on six connections.
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_a_slot_past_its_timeout_times_out() {
+    let (url, _, _) = slow_backend(Duration::from_millis(500)).await;
+    let upstream = Arc::new(Upstream::new(&backend(&url)).unwrap().with_max_in_flight(1));
+    let first = {
+        let upstream = upstream.clone();
+        tokio::spawn(async move { get(&upstream, "/").await })
+    };
+    // Let the first request take the only slot.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.uri_mut() = upstream.uri_for(None);
+    let outcome = upstream.send(request, Duration::from_millis(100)).await;
+    assert!(
+        matches!(outcome, Err(UpstreamError::Timeout { .. })),
+        "a request held past its timeout must time out"
+    );
+    assert_eq!(first.await.unwrap().unwrap(), "ok");
 }

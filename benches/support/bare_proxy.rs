@@ -1,0 +1,160 @@
+//! The ceiling of a hyper-based reverse proxy on this machine: hyper's HTTP/1
+//! server and client and nothing else — no metrics, ids, headers, timeouts,
+//! mirroring or comparison — on the same worker layout as understudy (one
+//! current-thread runtime per core, `SO_REUSEPORT`, a per-worker list of
+//! ready upstream connections). `benches/load.sh` runs it beside nginx and
+//! understudy so the table shows how much of the gap to nginx is hyper's
+//! own cost and how much is ours.
+//!
+//! Usage: `bare_proxy LISTEN_PORT UPSTREAM_PORT [MIRROR_PORT]`. With a mirror
+//! port every request is also sent there in the background and the answer
+//! read and dropped (nginx's `mirror`, without blocking the client).
+
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+type Pool = Rc<RefCell<Vec<SendRequest<Full<Bytes>>>>>;
+
+async fn checkout(pool: &Pool, port: u16) -> SendRequest<Full<Bytes>> {
+    loop {
+        let ready = pool.borrow_mut().pop();
+        match ready {
+            Some(mut sender) => {
+                if sender.ready().await.is_ok() {
+                    return sender;
+                }
+            }
+            None => {
+                let stream = TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .expect("upstream connect");
+                let _ = stream.set_nodelay(true);
+                let (sender, connection) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                        .await
+                        .expect("handshake");
+                tokio::task::spawn_local(connection);
+                return sender;
+            }
+        }
+    }
+}
+
+async fn forward(
+    pool: &Pool,
+    port: u16,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut sender = checkout(pool, port).await;
+    let response = sender
+        .send_request(Request::from_parts(parts, Full::new(body)))
+        .await
+        .expect("upstream answered");
+    // The answers are small: read the whole body, then the connection is
+    // idle and goes back to the pool.
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    pool.borrow_mut().push(sender);
+    Response::from_parts(parts, Full::new(body))
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    stable: (Pool, u16),
+    mirror: Option<(Pool, u16)>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    if let Some((pool, port)) = mirror {
+        let mut copy = Request::new(());
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.headers_mut() = parts.headers.clone();
+        let (copy, ()) = copy.into_parts();
+        let body = body.clone();
+        tokio::task::spawn_local(async move {
+            let _ = forward(&pool, port, copy, body).await;
+        });
+    }
+    Ok(forward(&stable.0, stable.1, parts, body).await)
+}
+
+async fn worker(listener: std::net::TcpListener, upstream: u16, mirror: Option<u16>) {
+    let listener = TcpListener::from_std(listener).expect("listener");
+    let stable: Pool = Rc::default();
+    let shadow: Pool = Rc::default();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let stable = stable.clone();
+        let shadow = shadow.clone();
+        tokio::task::spawn_local(async move {
+            let service = service_fn(move |request| {
+                handle(
+                    request,
+                    (stable.clone(), upstream),
+                    mirror.map(|port| (shadow.clone(), port)),
+                )
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn main() {
+    let ports: Vec<u16> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            a.parse()
+                .expect("usage: bare_proxy LISTEN UPSTREAM [MIRROR]")
+        })
+        .collect();
+    assert!(
+        ports.len() >= 2,
+        "usage: bare_proxy LISTEN UPSTREAM [MIRROR]"
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
+    let listeners = understudy::listener::bind_shared(addr, 2).expect("bind");
+    let threads: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let (upstream, mirror) = (ports[1], ports.get(2).copied());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&runtime, worker(listener, upstream, mirror));
+            })
+        })
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+}
