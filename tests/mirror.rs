@@ -376,6 +376,9 @@ async fn unreachable_stable_is_a_stable_error_for_posts_too() {
         let (status, _, _) = send(&client, method, &url, &[], body).await;
         assert_eq!(status, 502);
     }
+    // The POST's mirror records two events one after the other (skipped,
+    // then the stable error once the serving side has failed): wait for
+    // all three, or a scrape between them sees a partial count.
     let decided = |s: &serde_json::Value| {
         let outcomes = &s["cumulative"]["comparisons"]["outcomes"];
         let compared: u64 = [
@@ -392,7 +395,7 @@ async fn unreachable_stable_is_a_stable_error_for_posts_too() {
             + s["cumulative"]["shadow"]["skipped_body"]
                 .as_u64()
                 .unwrap_or(0)
-            >= 2
+            >= 3
     };
     let status = proxy.wait_status(WAIT, decided).await;
     let cumulative = &status["cumulative"];
