@@ -3,6 +3,7 @@
 # machine, in one run, with the same load generator, body and connections.
 #
 #   bash benches/load.sh            # DURATION=10s ROUNDS=3 CONNECTIONS=32 by default
+#   SHADOW_MAX_IN_FLIGHT=64 bash benches/load.sh   # understudy's mirror bound (default 512)
 #
 # Targets (nginx: ../shared/bench/nginx-anchor.conf; understudy: configs below):
 #   direct   the stable upstream itself (the ceiling)
@@ -21,6 +22,7 @@ ROOT=$PWD
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-32}
+SHADOW_MAX_IN_FLIGHT=${SHADOW_MAX_IN_FLIGHT:-}
 ANCHOR=${ANCHOR:-$ROOT/../shared/bench/nginx-anchor.conf}
 WORK=$(mktemp -d /tmp/understudy-load.XXXXXX)
 PIDS=()
@@ -79,6 +81,7 @@ url = "http://127.0.0.1:19001"
 $candidate
 [shadow]
 percent = $5
+${SHADOW_MAX_IN_FLIGHT:+max_in_flight = $SHADOW_MAX_IN_FLIGHT}
 [compare]
 pointer = "/predictions"
 $6
@@ -130,16 +133,21 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 
+# How much the slow job mirrored in the rounds: sent vs dropped at max_in_flight.
+SLOW_SHADOW=$(curl -s http://127.0.0.1:19212/metrics | awk '/^understudy_shadow_total\{result="sent"\}/ {s=$2} /^understudy_shadow_total\{result="dropped_overload"\}/ {d=$2} END {printf "%d %d", s, d}')
+
 # Peak RSS with 1,000 connections and the 50 ms candidate.
 echo "1,000 connections against the slow-candidate proxy..." >&2
 ulimit -n 65536 2>/dev/null || true
 RSS_1000=$(run_wrk 19202 1000)
 PEAK_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$PID_slow/status")
-COMPARED=$(curl -s http://127.0.0.1:19211/metrics | awk '/^understudy_comparisons_total\{result="match"\}/ {print $2}')
+COMPARED=$(curl -s http://127.0.0.1:19211/metrics | awk '/^understudy_comparisons_total\{result="match"\}/ {m=$2} /^understudy_shadow_total\{result="dropped_overload"\}/ {d=$2} END {printf "%d matches, %d mirrors dropped as overload", m, d}')
 
-python3 - "$RESULTS" "$PEAK_KIB" "$RSS_1000" "$COMPARED" "$CONNECTIONS" "$DURATION" <<'PY'
+python3 - "$RESULTS" "$PEAK_KIB" "$RSS_1000" "$COMPARED" "$CONNECTIONS" "$DURATION" "$SLOW_SHADOW" "${SHADOW_MAX_IN_FLIGHT:-512 (default)}" <<'PY'
 import statistics, sys
 path, peak_kib, rss_run, compared, conns, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+slow_sent, slow_dropped = (int(x) for x in sys.argv[7].split())
+max_in_flight = sys.argv[8]
 rows = {}
 for line in open(path):
     job, who, rps, p99 = line.split()
@@ -163,6 +171,7 @@ p_rps, p_p99 = med[("proxy", "understudy")]
 s_rps, s_p99 = med[("slow", "understudy")]
 print(f"\nunderstudy proxy-only vs direct: {p_rps/d_rps:.2f} of the ceiling's req/s")
 print(f"slow candidate: understudy client p99 {s_p99:.2f}ms = {s_p99/p_p99:.2f}x its proxy-only p99 (target <= 1.5x)")
+print(f"  shadow.max_in_flight {max_in_flight}: {slow_sent} mirrors sent, {slow_dropped} dropped as overload ({100*slow_sent/max(1,slow_sent+slow_dropped):.0f}% mirrored)")
 print(f"peak RSS with 1,000 connections + 50 ms candidate: {peak_kib/1024:.1f} MiB (run: {rss_run.split()[0]} req/s)")
-print(f"comparisons counted by the mirror job: {compared} matches")
+print(f"mirror job: {compared}")
 PY
