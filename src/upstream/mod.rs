@@ -192,13 +192,15 @@ where
         Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
     }
 
-    /// Sends `request` and waits at most `timeout` for the response head.
+    /// Sends `request` and waits at most `timeout` for the response head
+    /// (and at most `timeout` before that for an in-flight slot).
     pub async fn send(
         &self,
         request: Request<B>,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.request(request)).await {
+        let slot = self.slot(timeout).await?;
+        match tokio::time::timeout(timeout, self.request(request, slot)).await {
             Err(_) => Err(self.timed_out(timeout)),
             Ok(result) => result,
         }
@@ -218,8 +220,11 @@ where
         timeout: Duration,
         progress: BodyProgress,
     ) -> Result<(Response<UpstreamBody<B>>, Instant), UpstreamError> {
+        // Waiting for a slot is queueing here, not the backend's latency:
+        // the clock starts once the request can go out.
+        let slot = self.slot(timeout).await?;
         let started = Instant::now();
-        let response = self.request(request);
+        let response = self.request(request, slot);
         tokio::pin!(response);
         // One timer for the whole exchange: moving its deadline later does
         // not touch the timer wheel, registering a second one would.
@@ -250,21 +255,28 @@ where
         }
     }
 
+    /// An in-flight slot when this pool has a limit, waiting at most
+    /// `timeout` for one (in arrival order).
+    async fn slot(&self, timeout: Duration) -> Result<Option<OwnedSemaphorePermit>, UpstreamError> {
+        let Some(slots) = &self.slots else {
+            return Ok(None);
+        };
+        // The common case takes a free slot without arming a timer.
+        if let Ok(slot) = slots.clone().try_acquire_owned() {
+            return Ok(Some(slot));
+        }
+        match tokio::time::timeout(timeout, slots.clone().acquire_owned()).await {
+            Ok(slot) => Ok(Some(slot.expect("the slots semaphore is never closed"))),
+            Err(_) => Err(self.timed_out(timeout)),
+        }
+    }
+
     /// One exchange up to the response head, without a time limit.
     async fn request(
         &self,
         request: Request<B>,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
-        let slot = match &self.slots {
-            Some(slots) => Some(
-                slots
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("the slots semaphore is never closed"),
-            ),
-            None => None,
-        };
         match &self.transport {
             Transport::Http1 { pool, host } => self.request_http1(pool, host, request, slot).await,
             Transport::Client(client) => match client.request(request).await {

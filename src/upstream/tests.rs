@@ -195,3 +195,36 @@ async fn a_request_waiting_for_a_slot_past_its_timeout_times_out() {
     );
     assert_eq!(first.await.unwrap().unwrap(), "ok");
 }
+
+#[tokio::test]
+async fn time_spent_waiting_for_a_slot_is_not_the_backends_latency() {
+    let delay = Duration::from_millis(200);
+    let (url, _, _) = slow_backend(delay).await;
+    let upstream = Arc::new(Upstream::new(&backend(&url)).unwrap().with_max_in_flight(1));
+    let asked = Instant::now();
+    let first = {
+        let upstream = upstream.clone();
+        tokio::spawn(async move { get(&upstream, "/").await })
+    };
+    // Let the first request take the only slot.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The body's progress never reports its end, so the instant returned
+    // is where the clock started, not where the body ended.
+    let (_reporter, progress) = body_progress();
+    let mut request = Request::new(Full::new(Bytes::new()));
+    *request.uri_mut() = upstream.uri_for(None);
+    let (response, started) = upstream
+        .send_streaming(request, Duration::from_secs(5), progress)
+        .await
+        .map_err(|e| e.to_string())
+        .unwrap();
+    // The slot came free only once the first answer (after `delay`) ended.
+    assert!(
+        started.duration_since(asked) >= delay,
+        "the latency clock started {:?} after the first request, while it held the slot",
+        started.duration_since(asked)
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
+    assert_eq!(first.await.unwrap().unwrap(), "ok");
+}
