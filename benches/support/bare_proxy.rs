@@ -52,6 +52,14 @@ async fn checkout(pool: &Pool, port: u16) -> SendRequest<Full<Bytes>> {
     }
 }
 
+/// A whole (small) body; what a broken one had so far counts as nothing.
+async fn read_all(body: Incoming) -> Bytes {
+    body.collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+}
+
 async fn forward(
     pool: &Pool,
     port: u16,
@@ -66,11 +74,7 @@ async fn forward(
     // The answers are small: read the whole body, then the connection is
     // idle and goes back to the pool.
     let (parts, body) = response.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = read_all(body).await;
     pool.borrow_mut().push(sender);
     Response::from_parts(parts, Full::new(body))
 }
@@ -81,11 +85,7 @@ async fn handle(
     mirror: Option<(Pool, u16)>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = read_all(body).await;
     if let Some((pool, port)) = mirror {
         let mut copy = Request::new(());
         *copy.method_mut() = parts.method.clone();

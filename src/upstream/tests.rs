@@ -22,9 +22,15 @@ fn backend(url: &str) -> config::Backend {
     }
 }
 
-async fn get(upstream: &Upstream<Full<Bytes>>, path: &str) -> Result<String, UpstreamError> {
+/// An empty request for `path` on `upstream`.
+fn request_for(upstream: &Upstream<Full<Bytes>>, path: &str) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(Bytes::new()));
     *request.uri_mut() = upstream.uri_for(Some(&path.parse().unwrap()));
+    request
+}
+
+async fn get(upstream: &Upstream<Full<Bytes>>, path: &str) -> Result<String, UpstreamError> {
+    let request = request_for(upstream, path);
     let response = upstream.send(request, Duration::from_secs(5)).await?;
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Ok(String::from_utf8(body.to_vec()).unwrap())
@@ -158,16 +164,19 @@ async fn slow_backend(delay: Duration) -> (String, Arc<AtomicU64>, Arc<AtomicU64
     (format!("http://{addr}"), peak_seen, accepted_seen)
 }
 
+/// `get(upstream, "/")` running on its own task.
+fn spawn_get(
+    upstream: &Arc<Upstream<Full<Bytes>>>,
+) -> tokio::task::JoinHandle<Result<String, UpstreamError>> {
+    let upstream = upstream.clone();
+    tokio::spawn(async move { get(&upstream, "/").await })
+}
+
 #[tokio::test]
 async fn requests_past_the_in_flight_limit_wait_for_a_connection() {
     let (url, peak, accepted) = slow_backend(Duration::from_millis(30)).await;
     let upstream = Arc::new(Upstream::new(&backend(&url)).unwrap().with_max_in_flight(2));
-    let requests: Vec<_> = (0..6)
-        .map(|_| {
-            let upstream = upstream.clone();
-            tokio::spawn(async move { get(&upstream, "/").await })
-        })
-        .collect();
+    let requests: Vec<_> = (0..6).map(|_| spawn_get(&upstream)).collect();
     for request in requests {
         assert_eq!(request.await.unwrap().unwrap(), "ok");
     }
@@ -180,14 +189,10 @@ async fn requests_past_the_in_flight_limit_wait_for_a_connection() {
 async fn a_request_waiting_for_a_slot_past_its_timeout_times_out() {
     let (url, _, _) = slow_backend(Duration::from_millis(500)).await;
     let upstream = Arc::new(Upstream::new(&backend(&url)).unwrap().with_max_in_flight(1));
-    let first = {
-        let upstream = upstream.clone();
-        tokio::spawn(async move { get(&upstream, "/").await })
-    };
+    let first = spawn_get(&upstream);
     // Let the first request take the only slot.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let mut request = Request::new(Full::new(Bytes::new()));
-    *request.uri_mut() = upstream.uri_for(None);
+    let request = request_for(&upstream, "/");
     let outcome = upstream.send(request, Duration::from_millis(100)).await;
     assert!(
         matches!(outcome, Err(UpstreamError::Timeout { .. })),
@@ -202,17 +207,13 @@ async fn time_spent_waiting_for_a_slot_is_not_the_backends_latency() {
     let (url, _, _) = slow_backend(delay).await;
     let upstream = Arc::new(Upstream::new(&backend(&url)).unwrap().with_max_in_flight(1));
     let asked = Instant::now();
-    let first = {
-        let upstream = upstream.clone();
-        tokio::spawn(async move { get(&upstream, "/").await })
-    };
+    let first = spawn_get(&upstream);
     // Let the first request take the only slot.
     tokio::time::sleep(Duration::from_millis(20)).await;
     // The body's progress never reports its end, so the instant returned
     // is where the clock started, not where the body ended.
     let (_reporter, progress) = body_progress();
-    let mut request = Request::new(Full::new(Bytes::new()));
-    *request.uri_mut() = upstream.uri_for(None);
+    let request = request_for(&upstream, "/");
     let (response, started) = upstream
         .send_streaming(request, Duration::from_secs(5), progress)
         .await
