@@ -99,10 +99,13 @@ impl Mirror {
     /// Starts the mirror in the background; returns at once.
     pub fn spawn(&self, job: MirrorJob, pending: Pending, permit: OwnedSemaphorePermit) {
         let stats = self.stats.clone();
-        tokio::spawn(async move {
+        // Boxed: the task cell then holds a pointer, not the mirror's ~3 KiB
+        // state, which tokio would otherwise copy in and out of the cell.
+        let mirror = Box::pin(async move {
             run(job, pending, &stats).await;
             drop(permit);
         });
+        tokio::spawn(mirror);
     }
 }
 
