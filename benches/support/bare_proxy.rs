@@ -6,14 +6,18 @@
 //! understudy so the table shows how much of the gap to nginx is hyper's
 //! own cost and how much is ours.
 //!
-//! Usage: `bare_proxy LISTEN_PORT UPSTREAM_PORT [MIRROR_PORT]`. With a mirror
-//! port every request is also sent there in the background and the answer
-//! read and dropped (nginx's `mirror`, without blocking the client).
+//! Usage: `bare_proxy LISTEN_PORT UPSTREAM_PORT [MIRROR_PORT [MAX_IN_FLIGHT]]`.
+//! With a mirror port every request is also sent there in the background and
+//! the answer read and dropped (nginx's `mirror`, without blocking the
+//! client). With `MAX_IN_FLIGHT`, at most that many mirrors run at once (one
+//! bound shared by the workers, as `shadow.max_in_flight`); the rest are
+//! dropped.
 
 use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -24,8 +28,16 @@ use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 type Pool = Rc<RefCell<Vec<SendRequest<Full<Bytes>>>>>;
+
+/// Where mirrors go, and the bound on how many run at once.
+#[derive(Clone)]
+struct MirrorTo {
+    port: u16,
+    slots: Option<Arc<Semaphore>>,
+}
 
 async fn checkout(pool: &Pool, port: u16) -> SendRequest<Full<Bytes>> {
     loop {
@@ -82,11 +94,18 @@ async fn forward(
 async fn handle(
     request: Request<Incoming>,
     stable: (Pool, u16),
-    mirror: Option<(Pool, u16)>,
+    mirror: Option<(Pool, MirrorTo)>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = read_all(body).await;
-    if let Some((pool, port)) = mirror {
+    if let Some((pool, to)) = mirror {
+        let slot = match &to.slots {
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => return Ok(forward(&stable.0, stable.1, parts, body).await),
+            },
+            None => None,
+        };
         let mut copy = Request::new(());
         *copy.method_mut() = parts.method.clone();
         *copy.uri_mut() = parts.uri.clone();
@@ -94,13 +113,14 @@ async fn handle(
         let (copy, ()) = copy.into_parts();
         let body = body.clone();
         tokio::task::spawn_local(async move {
-            let _ = forward(&pool, port, copy, body).await;
+            let _ = forward(&pool, to.port, copy, body).await;
+            drop(slot);
         });
     }
     Ok(forward(&stable.0, stable.1, parts, body).await)
 }
 
-async fn worker(listener: std::net::TcpListener, upstream: u16, mirror: Option<u16>) {
+async fn worker(listener: std::net::TcpListener, upstream: u16, mirror: Option<MirrorTo>) {
     let listener = TcpListener::from_std(listener).expect("listener");
     let stable: Pool = Rc::default();
     let shadow: Pool = Rc::default();
@@ -111,12 +131,13 @@ async fn worker(listener: std::net::TcpListener, upstream: u16, mirror: Option<u
         let _ = stream.set_nodelay(true);
         let stable = stable.clone();
         let shadow = shadow.clone();
+        let mirror = mirror.clone();
         tokio::task::spawn_local(async move {
             let service = service_fn(move |request| {
                 handle(
                     request,
                     (stable.clone(), upstream),
-                    mirror.map(|port| (shadow.clone(), port)),
+                    mirror.clone().map(|to| (shadow.clone(), to)),
                 )
             });
             let _ = http1::Builder::new()
@@ -131,19 +152,23 @@ fn main() {
         .skip(1)
         .map(|a| {
             a.parse()
-                .expect("usage: bare_proxy LISTEN UPSTREAM [MIRROR]")
+                .expect("usage: bare_proxy LISTEN UPSTREAM [MIRROR [MAX_IN_FLIGHT]]")
         })
         .collect();
     assert!(
         ports.len() >= 2,
-        "usage: bare_proxy LISTEN UPSTREAM [MIRROR]"
+        "usage: bare_proxy LISTEN UPSTREAM [MIRROR [MAX_IN_FLIGHT]]"
     );
+    let slots = ports
+        .get(3)
+        .map(|&max| Arc::new(Semaphore::new(usize::from(max))));
+    let mirror = ports.get(2).map(|&port| MirrorTo { port, slots });
     let addr: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
     let listeners = understudy::listener::bind_shared(addr, 2).expect("bind");
     let threads: Vec<_> = listeners
         .into_iter()
         .map(|listener| {
-            let (upstream, mirror) = (ports[1], ports.get(2).copied());
+            let (upstream, mirror) = (ports[1], mirror.clone());
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
