@@ -3,7 +3,7 @@
 # machine, in one run, with the same load generator, body and connections.
 #
 #   bash benches/load.sh            # DURATION=10s ROUNDS=3 CONNECTIONS=32 by default
-#   SHADOW_MAX_IN_FLIGHT=64 bash benches/load.sh   # understudy's mirror bound (default 512)
+#   SHADOW_MAX_IN_FLIGHT=64 bash benches/load.sh   # the mirror bound, understudy and hyper alone (default 512)
 #
 # Targets (nginx: ../shared/bench/nginx-anchor.conf; understudy: configs below):
 #   direct   the stable upstream itself (the ceiling)
@@ -12,10 +12,11 @@
 #   slow     mirror to a candidate that answers after 50 ms
 #   split    90/10 weighted split (canary at 10%)
 # Then understudy's peak RSS with 1,000 connections and the slow candidate.
-# Prints medians per target and the ratios understudy / nginx. For the proxy
-# and mirror jobs it also runs `bare_proxy` (benches/support/bare_proxy.rs):
+# Prints medians per target and the ratios understudy / nginx. For the proxy,
+# mirror and slow jobs it also runs `bare_proxy` (benches/support/bare_proxy.rs):
 # hyper's server and client with none of understudy's features, on the same
-# worker layout: the most a proxy built on hyper reaches here.
+# worker layout and with the same mirror bound: the most a proxy built on
+# hyper reaches here (and its peak RSS under the same 1,000 connections).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,7 +48,7 @@ cargo build --release --quiet --bin understudy --example fake_upstream --example
 BIN=$ROOT/target/release/understudy
 
 # Every port must be ours: a stray server on one would be measured instead.
-for p in 19001 19002 19003 19100 19101 19102 19103 19200 19201 19202 19203 19210 19211 19212 19213 19300 19301; do
+for p in 19001 19002 19003 19100 19101 19102 19103 19200 19201 19202 19203 19210 19211 19212 19213 19300 19301 19302; do
   if (echo >/dev/tcp/127.0.0.1/$p) 2>/dev/null; then echo "port $p is already in use; stop what listens there" >&2; exit 2; fi
 done
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
@@ -61,10 +62,14 @@ mkdir -p /tmp/anchor-nginx
 nginx -c "$ANCHOR" -p /tmp/anchor-nginx & PIDS+=($!)
 for p in 19100 19101 19102 19103; do wait_port $p; done
 
-# The hyper-only ceiling: proxy on 19300, proxy + mirror (answer dropped) on 19301.
+# The hyper-only ceiling: proxy on 19300, proxy + mirror (answer dropped) on
+# 19301, mirror to the 50 ms candidate on 19302; mirrors bounded as understudy's.
+MIRROR_BOUND=${SHADOW_MAX_IN_FLIGHT:-512}
 "$ROOT/target/release/examples/bare_proxy" 19300 19001 & PIDS+=($!)
-"$ROOT/target/release/examples/bare_proxy" 19301 19001 19002 & PIDS+=($!)
-for p in 19300 19301; do wait_port $p; done
+"$ROOT/target/release/examples/bare_proxy" 19301 19001 19002 "$MIRROR_BOUND" & PIDS+=($!)
+"$ROOT/target/release/examples/bare_proxy" 19302 19001 19003 "$MIRROR_BOUND" & PIDS+=($!)
+PID_hyper_slow=$!
+for p in 19300 19301 19302; do wait_port $p; done
 
 # understudy: the same four jobs on 19200-19203 (admin 19210-19213).
 write_config() { # name port admin candidate_port shadow_percent extra
@@ -118,7 +123,7 @@ run_wrk() {
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
 echo "warming up..." >&2
-for port in 19001 19100 19200 19300 19101 19201 19301; do wrk -t1 -c"$CONNECTIONS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/models/m:predict" >/dev/null 2>&1; done
+for port in 19001 19100 19200 19300 19101 19201 19301 19302; do wrk -t1 -c"$CONNECTIONS" -d2s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/models/m:predict" >/dev/null 2>&1; done
 for round in $(seq "$ROUNDS"); do
   echo "round $round/$ROUNDS..." >&2
   echo "direct direct $(run_wrk 19001 "$CONNECTIONS")" >> "$RESULTS"
@@ -129,6 +134,7 @@ for round in $(seq "$ROUNDS"); do
     case $name in
       proxy) echo "proxy hyper $(run_wrk 19300 "$CONNECTIONS")" >> "$RESULTS" ;;
       mirror) echo "mirror hyper $(run_wrk 19301 "$CONNECTIONS")" >> "$RESULTS" ;;
+      slow) echo "slow hyper $(run_wrk 19302 "$CONNECTIONS")" >> "$RESULTS" ;;
     esac
   done
 done
@@ -141,13 +147,17 @@ echo "1,000 connections against the slow-candidate proxy..." >&2
 ulimit -n 65536 2>/dev/null || true
 RSS_1000=$(run_wrk 19202 1000)
 PEAK_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$PID_slow/status")
+echo "... and against hyper alone doing the same..." >&2
+run_wrk 19302 1000 >/dev/null
+HYPER_PEAK_KIB=$(awk '/VmHWM/ {print $2}' "/proc/$PID_hyper_slow/status")
 COMPARED=$(curl -s http://127.0.0.1:19211/metrics | awk '/^understudy_comparisons_total\{result="match"\}/ {m=$2} /^understudy_shadow_total\{result="dropped_overload"\}/ {d=$2} END {printf "%d matches, %d mirrors dropped as overload", m, d}')
 
-python3 - "$RESULTS" "$PEAK_KIB" "$RSS_1000" "$COMPARED" "$CONNECTIONS" "$DURATION" "$SLOW_SHADOW" "${SHADOW_MAX_IN_FLIGHT:-512 (default)}" <<'PY'
+python3 - "$RESULTS" "$PEAK_KIB" "$RSS_1000" "$COMPARED" "$CONNECTIONS" "$DURATION" "$SLOW_SHADOW" "${SHADOW_MAX_IN_FLIGHT:-512 (default)}" "$HYPER_PEAK_KIB" <<'PY'
 import statistics, sys
 path, peak_kib, rss_run, compared, conns, duration = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 slow_sent, slow_dropped = (int(x) for x in sys.argv[7].split())
 max_in_flight = sys.argv[8]
+hyper_peak_kib = int(sys.argv[9])
 rows = {}
 for line in open(path):
     job, who, rps, p99 = line.split()
@@ -162,7 +172,7 @@ for job in ["proxy", "mirror", "slow", "split"]:
     u_rps, u_p99 = med[(job, "understudy")]
     print(f"{job:<8} {n_rps:>12.0f} {u_rps:>17.0f} {u_rps/n_rps:>6.2f}   {n_p99:>8.2f}ms {u_p99:>13.2f}ms {u_p99/n_p99:>6.2f}")
 print(f"\nhyper alone (bare_proxy: no features; mirror answers read and dropped), same run:")
-for job in ["proxy", "mirror"]:
+for job in ["proxy", "mirror", "slow"]:
     h_rps, h_p99 = med[(job, "hyper")]
     n_rps, n_p99 = med[(job, "nginx")]
     u_rps, _ = med[(job, "understudy")]
@@ -171,7 +181,9 @@ p_rps, p_p99 = med[("proxy", "understudy")]
 s_rps, s_p99 = med[("slow", "understudy")]
 print(f"\nunderstudy proxy-only vs direct: {p_rps/d_rps:.2f} of the ceiling's req/s")
 print(f"slow candidate: understudy client p99 {s_p99:.2f}ms = {s_p99/p_p99:.2f}x its proxy-only p99 (target <= 1.5x)")
+hp_p99, hs_p99 = med[("proxy", "hyper")][1], med[("slow", "hyper")][1]
+print(f"  hyper alone, same bound: p99 {hs_p99:.2f}ms = {hs_p99/hp_p99:.2f}x its own proxy-only p99")
 print(f"  shadow.max_in_flight {max_in_flight}: {slow_sent} mirrors sent, {slow_dropped} dropped as overload ({100*slow_sent/max(1,slow_sent+slow_dropped):.0f}% mirrored)")
-print(f"peak RSS with 1,000 connections + 50 ms candidate: {peak_kib/1024:.1f} MiB (run: {rss_run.split()[0]} req/s)")
+print(f"peak RSS with 1,000 connections + 50 ms candidate: {peak_kib/1024:.1f} MiB (run: {rss_run.split()[0]} req/s); hyper alone, same bound: {hyper_peak_kib/1024:.1f} MiB")
 print(f"mirror job: {compared}")
 PY
