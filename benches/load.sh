@@ -184,6 +184,6 @@ print(f"slow candidate: understudy client p99 {s_p99:.2f}ms = {s_p99/p_p99:.2f}x
 hp_p99, hs_p99 = med[("proxy", "hyper")][1], med[("slow", "hyper")][1]
 print(f"  hyper alone, same bound: p99 {hs_p99:.2f}ms = {hs_p99/hp_p99:.2f}x its own proxy-only p99")
 print(f"  shadow.max_in_flight {max_in_flight}: {slow_sent} mirrors sent, {slow_dropped} dropped as overload ({100*slow_sent/max(1,slow_sent+slow_dropped):.0f}% mirrored)")
-print(f"peak RSS with 1,000 connections + 50 ms candidate: {peak_kib/1024:.1f} MiB (run: {rss_run.split()[0]} req/s); hyper alone, same bound: {hyper_peak_kib/1024:.1f} MiB")
+print(f"peak RSS with 1,000 connections + 50 ms candidate: {peak_kib/1024:.1f} MiB (run: {rss_run.split()[0]} req/s); hyper alone (same mirror bound, stable pool unbounded): {hyper_peak_kib/1024:.1f} MiB")
 print(f"mirror job: {compared}")
 PY
