@@ -1,18 +1,22 @@
 //! Micro-benchmarks of the per-request work: comparing a KServe V2
 //! response (one row and a 100-row batch), the split decision, recording a
-//! latency sample, and the mirror hand-off (taking and returning a slot).
+//! latency sample, and the mirror hand-off (taking and returning a slot;
+//! spawning a mirror and running it to its end).
 //! Run: `cargo bench --bench micro`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use understudy::compare::{Comparator, CompareSpec, Observed, Preset};
-use understudy::mirror::Mirror;
+use understudy::config;
+use understudy::mirror::{Mirror, MirrorJob, Pending};
 use understudy::split::{self, Backend};
 use understudy::stats::{Event, Role};
 use understudy::telemetry::Metrics;
+use understudy::upstream::Upstream;
 
 fn kserve_response(rows: usize, version: &str) -> Vec<u8> {
     let data: Vec<String> = (0..rows * 3)
@@ -100,11 +104,82 @@ fn mirror_handoff(c: &mut Criterion) {
     });
 }
 
+/// The data path's whole hand-off of one mirror: take a slot, build the job,
+/// spawn the mirror task, and let it run to its end. The request body never
+/// arrives here (its sender is dropped), so the mirror ends at its first
+/// step without any shadow I/O: what is measured is what every mirror costs
+/// before it reaches the network.
+fn mirror_spawn(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (stats, _task) = understudy::stats::channel(Arc::new(Metrics::new()), 10);
+    let mirror = runtime.block_on(async { Mirror::new(512, stats) });
+    let target = Arc::new(
+        Upstream::new(&config::Backend {
+            name: "candidate",
+            url: "http://127.0.0.1:9".parse().expect("url"),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            http2: false,
+            pool_max_idle: 8,
+            max_connections: 256,
+            ca: None,
+            client_cert: None,
+        })
+        .expect("upstream"),
+    );
+    let comparator = Arc::new(Comparator::new(&CompareSpec::default()).expect("valid spec"));
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().expect("value"));
+    c.bench_function("mirror_handoff_spawn", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let permit = mirror.try_reserve().expect("a free slot");
+                    let (body_tx, request_body) = oneshot::channel();
+                    let (served_tx, served) = oneshot::channel();
+                    drop((body_tx, served_tx));
+                    let job = MirrorJob {
+                        request_id: http::HeaderValue::from_static("bench-1"),
+                        method: http::Method::POST,
+                        path_and_query: Some(http::uri::PathAndQuery::from_static(
+                            "/v1/models/m:predict",
+                        )),
+                        headers: headers.clone(),
+                        serving: Backend::Stable,
+                        target: target.clone(),
+                        comparator: comparator.clone(),
+                        max_body_bytes: 1 << 20,
+                        timeout: Duration::from_secs(5),
+                        served_timeout: Duration::from_secs(35),
+                    };
+                    mirror.spawn(
+                        job,
+                        Pending {
+                            request_body,
+                            served,
+                        },
+                        permit,
+                    );
+                    // Lets the mirror task run (and end) before the next one.
+                    tokio::task::yield_now().await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    assert_eq!(mirror.in_flight(512), 0, "every mirror ended");
+}
+
 criterion_group!(
     benches,
     compare,
     split_decision,
     stats_record,
-    mirror_handoff
+    mirror_handoff,
+    mirror_spawn
 );
 criterion_main!(benches);
