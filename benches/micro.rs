@@ -91,14 +91,25 @@ fn stats_record(c: &mut Criterion) {
     stop.cancel();
 }
 
-/// Taking a mirror slot and giving it back (the bound on shadow work).
-fn mirror_handoff(c: &mut Criterion) {
+/// A current-thread runtime and a pool of 512 mirror slots on it, as one
+/// data-plane worker has (the stats task is kept but not run).
+fn mirror_pool() -> (
+    tokio::runtime::Runtime,
+    Mirror,
+    understudy::stats::StatsTask,
+) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (stats, _task) = understudy::stats::channel(Arc::new(Metrics::new()), 10);
+    let (stats, task) = understudy::stats::channel(Arc::new(Metrics::new()), 10);
     let mirror = runtime.block_on(async { Mirror::new(512, stats) });
+    (runtime, mirror, task)
+}
+
+/// Taking a mirror slot and giving it back (the bound on shadow work).
+fn mirror_handoff(c: &mut Criterion) {
+    let (_runtime, mirror, _stats_task) = mirror_pool();
     c.bench_function("mirror_reserve_slot", |b| {
         b.iter(|| black_box(mirror.try_reserve()))
     });
@@ -110,12 +121,7 @@ fn mirror_handoff(c: &mut Criterion) {
 /// step without any shadow I/O: what is measured is what every mirror costs
 /// before it reaches the network.
 fn mirror_spawn(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (stats, _task) = understudy::stats::channel(Arc::new(Metrics::new()), 10);
-    let mirror = runtime.block_on(async { Mirror::new(512, stats) });
+    let (runtime, mirror, _stats_task) = mirror_pool();
     let target = Arc::new(
         Upstream::new(&config::Backend {
             name: "candidate",
