@@ -32,11 +32,12 @@ use tokio::sync::Semaphore;
 
 type Pool = Rc<RefCell<Vec<SendRequest<Full<Bytes>>>>>;
 
-/// Where mirrors go, and the bound on how many run at once.
+/// Where mirrors go, and the bound on how many run at once (without one,
+/// more slots than could ever be taken).
 #[derive(Clone)]
 struct MirrorTo {
     port: u16,
-    slots: Option<Arc<Semaphore>>,
+    slots: Arc<Semaphore>,
 }
 
 async fn checkout(pool: &Pool, port: u16) -> SendRequest<Full<Bytes>> {
@@ -98,14 +99,10 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = request.into_parts();
     let body = read_all(body).await;
-    if let Some((pool, to)) = mirror {
-        let slot = match &to.slots {
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) => return Ok(forward(&stable.0, stable.1, parts, body).await),
-            },
-            None => None,
-        };
+    // With every slot taken the mirror is dropped, as understudy does.
+    if let Some((pool, to)) = mirror
+        && let Ok(slot) = to.slots.clone().try_acquire_owned()
+    {
         let mut copy = Request::new(());
         *copy.method_mut() = parts.method.clone();
         *copy.uri_mut() = parts.uri.clone();
@@ -159,9 +156,10 @@ fn main() {
         ports.len() >= 2,
         "usage: bare_proxy LISTEN UPSTREAM [MIRROR [MAX_IN_FLIGHT]]"
     );
-    let slots = ports
+    let max_in_flight = ports
         .get(3)
-        .map(|&max| Arc::new(Semaphore::new(usize::from(max))));
+        .map_or(Semaphore::MAX_PERMITS, |&max| usize::from(max));
+    let slots = Arc::new(Semaphore::new(max_in_flight));
     let mirror = ports.get(2).map(|&port| MirrorTo { port, slots });
     let addr: SocketAddr = ([127, 0, 0, 1], ports[0]).into();
     let listeners = understudy::listener::bind_shared(addr, 2).expect("bind");
