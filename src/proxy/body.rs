@@ -61,10 +61,14 @@ impl Capture {
     }
 
     fn finish(self) {
+        // Always copied, even a single chunk: a chunk is a slice of its
+        // connection's whole read buffer (8 KiB or more), and a mirror keeps
+        // the copy until its comparison — 50 ms or more beside a slow
+        // candidate. A slice would pin that buffer for all that time and make
+        // the connection allocate a new one (massif, 512 mirrors in flight:
+        // ~16 KiB pinned per mirror, the request's and the response's).
         let bytes = match self.chunks.len() {
             0 => Bytes::new(),
-            // One chunk (the common case for JSON inference) needs no copy.
-            1 => self.chunks.into_iter().next().unwrap_or_default(),
             _ => {
                 let mut buf = BytesMut::with_capacity(self.len);
                 for chunk in &self.chunks {
@@ -353,6 +357,22 @@ mod tests {
         let forwarded = body.collect().await.unwrap().to_bytes();
         assert_eq!(forwarded, Bytes::from_static(b"{\"x\":1}"));
         assert_eq!(copy.await.unwrap(), complete(forwarded));
+    }
+
+    #[tokio::test]
+    async fn a_single_chunk_is_copied_not_shared() {
+        // As hyper hands it out: a small slice of a larger read buffer.
+        let read_buffer = Bytes::from(vec![b'x'; 8192]);
+        let frame = read_buffer.slice(0..40);
+        let (body, copy) = TeeBody::capturing(Full::new(frame.clone()), 64);
+        let forwarded = body.collect().await.unwrap().to_bytes();
+        assert_eq!(forwarded.as_ptr(), frame.as_ptr(), "forwarded as it came");
+        let Captured::Complete { body: captured, .. } = copy.await.unwrap() else {
+            panic!("the copy is complete");
+        };
+        assert_eq!(captured, frame);
+        // A copy of its own: holding it does not keep the 8 KiB buffer alive.
+        assert!(!read_buffer.as_ptr_range().contains(&captured.as_ptr()));
     }
 
     #[tokio::test]

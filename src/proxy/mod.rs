@@ -15,7 +15,9 @@ pub mod response;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
@@ -190,12 +192,12 @@ impl Proxy {
         let settings = inner.settings.load();
         let (mut parts, body) = request.into_parts();
 
-        let request_id = match parts.headers.get(&X_REQUEST_ID) {
-            Some(id) => id.clone(),
+        let (request_id, id_from_client) = match parts.headers.get(&X_REQUEST_ID) {
+            Some(id) => (id.clone(), true),
             None => {
                 let id = inner.request_ids.next();
                 parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-                id
+                (id, false)
             }
         };
         let serving = match &self.pools.candidate {
@@ -263,9 +265,13 @@ impl Proxy {
                 let target = other.expect("mirror planned only with another backend");
                 inner.mirror.spawn(
                     MirrorJob {
-                        request_id: request_id.clone(),
+                        request_id: if id_from_client {
+                            owned_header_value(&request_id)
+                        } else {
+                            request_id.clone()
+                        },
                         method: parts.method.clone(),
-                        path_and_query: parts.uri.path_and_query().cloned(),
+                        path_and_query: parts.uri.path_and_query().map(owned_path_and_query),
                         headers: shadow_headers,
                         serving,
                         target: target.shadow.clone(),
@@ -468,6 +474,19 @@ impl Proxy {
             None => MirrorPlan::Skip(ShadowResult::DroppedOverload),
         }
     }
+}
+
+/// hyper hands out the parts of a request head as slices of the connection's
+/// read buffer. A mirror keeps its request's path and id until its
+/// comparison (50 ms or more beside a slow candidate), so it takes copies of
+/// its own rather than pin that whole buffer for all that time.
+fn owned_path_and_query(path: &PathAndQuery) -> PathAndQuery {
+    PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(path.as_str().as_bytes()))
+        .unwrap_or_else(|_| path.clone())
+}
+
+fn owned_header_value(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
 }
 
 /// The request's `Content-Length`, when it has a valid one.
