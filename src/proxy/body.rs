@@ -67,18 +67,13 @@ impl Capture {
         // candidate. A slice would pin that buffer for all that time and make
         // the connection allocate a new one (massif, 512 mirrors in flight:
         // ~16 KiB pinned per mirror, the request's and the response's).
-        let bytes = match self.chunks.len() {
-            0 => Bytes::new(),
-            _ => {
-                let mut buf = BytesMut::with_capacity(self.len);
-                for chunk in &self.chunks {
-                    buf.extend_from_slice(chunk);
-                }
-                buf.freeze()
-            }
-        };
+        // An empty body allocates nothing here.
+        let mut body = BytesMut::with_capacity(self.len);
+        for chunk in &self.chunks {
+            body.extend_from_slice(chunk);
+        }
         let _ = self.done.send(Captured::Complete {
-            body: bytes,
+            body: body.freeze(),
             trailers: self.trailers,
         });
     }
