@@ -37,9 +37,15 @@ pub enum Captured {
 
 /// Collects data frames up to a cap.
 struct Capture {
-    chunks: Vec<Bytes>,
+    /// A copy, never a slice: a chunk is a slice of its connection's whole
+    /// read buffer (8 KiB or more), and a mirror keeps the copy until its
+    /// comparison — 50 ms or more beside a slow candidate. A slice would pin
+    /// that buffer for all that time and make the connection allocate a new
+    /// one (massif, 512 mirrors in flight: ~16 KiB pinned per mirror, the
+    /// request's and the response's). Copied as the chunks pass, so the
+    /// usual one-chunk body costs one allocation of its own size.
+    body: BytesMut,
     trailers: Option<http::HeaderMap>,
-    len: usize,
     limit: usize,
     done: oneshot::Sender<Captured>,
 }
@@ -49,31 +55,17 @@ impl Capture {
     /// body no longer fits.
     fn push(self, chunk: &Bytes) -> Option<Self> {
         let mut this = self;
-        this.len += chunk.len();
-        if this.len > this.limit {
+        if this.body.len() + chunk.len() > this.limit {
             let _ = this.done.send(Captured::Overflow);
             return None;
         }
-        if !chunk.is_empty() {
-            this.chunks.push(chunk.clone());
-        }
+        this.body.extend_from_slice(chunk);
         Some(this)
     }
 
     fn finish(self) {
-        // Always copied, even a single chunk: a chunk is a slice of its
-        // connection's whole read buffer (8 KiB or more), and a mirror keeps
-        // the copy until its comparison — 50 ms or more beside a slow
-        // candidate. A slice would pin that buffer for all that time and make
-        // the connection allocate a new one (massif, 512 mirrors in flight:
-        // ~16 KiB pinned per mirror, the request's and the response's).
-        // An empty body allocates nothing here.
-        let mut body = BytesMut::with_capacity(self.len);
-        for chunk in &self.chunks {
-            body.extend_from_slice(chunk);
-        }
         let _ = self.done.send(Captured::Complete {
-            body: body.freeze(),
+            body: self.body.freeze(),
             trailers: self.trailers,
         });
     }
@@ -176,9 +168,8 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
     pub fn capturing(inner: B, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
         let (done, receiver) = oneshot::channel();
         let capture = Capture {
-            chunks: Vec::new(),
+            body: BytesMut::new(),
             trailers: None,
-            len: 0,
             limit,
             done,
         };
