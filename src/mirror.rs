@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::compare::{Comparator, Observed, Outcome};
+use crate::compare::{Comparator, ElementCounts, Observed, Outcome};
 use crate::proxy::body::Captured;
 use crate::split::Backend;
 use crate::stats::window;
@@ -139,7 +139,7 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     let shadow_backend = job.serving.other();
     // The headers go out once: moved into the request, not cloned.
     let headers = std::mem::take(&mut job.headers);
-    let shadow = send(&job, headers, body, shadow_backend, stats).await;
+    let (shadow, head) = send(&job, headers, body, shadow_backend, stats).await;
     let served = wait_served(pending.served, job.served_timeout).await;
     let (stable, candidate) = match job.serving {
         Backend::Stable => (served, shadow),
@@ -148,11 +148,7 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     let Some(comparison) = compare_off_the_hot_path(&job.comparator, stable, candidate).await
     else {
         // The serving side's body never completed: nothing to compare.
-        stats.record(Event::Compared {
-            outcome: Outcome::Uncomparable,
-            elements: Default::default(),
-            mismatch: None,
-        });
+        record_judged(stats, head, Outcome::Uncomparable, Default::default(), None);
         return;
     };
     let mismatch = comparison.difference.map(|difference| {
@@ -168,10 +164,44 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle) {
             difference,
         })
     });
-    stats.record(Event::Compared {
-        outcome: comparison.outcome,
-        elements: comparison.elements,
+    record_judged(
+        stats,
+        head,
+        comparison.outcome,
+        comparison.elements,
         mismatch,
+    );
+}
+
+/// The shadow's response head, not yet recorded: a mirror whose shadow
+/// answered cleanly reports it with its outcome, in one event.
+struct ShadowHead {
+    backend: Backend,
+    status: u16,
+    latency: Duration,
+}
+
+fn record_judged(
+    stats: &StatsHandle,
+    head: Option<ShadowHead>,
+    outcome: Outcome,
+    elements: ElementCounts,
+    mismatch: Option<Box<MismatchRecord>>,
+) {
+    stats.record(match head {
+        Some(head) => Event::Mirrored {
+            backend: head.backend,
+            status: head.status,
+            latency: head.latency,
+            outcome,
+            elements,
+            mismatch,
+        },
+        None => Event::Compared {
+            outcome,
+            elements,
+            mismatch,
+        },
     });
 }
 
@@ -242,13 +272,16 @@ impl Answer {
     }
 }
 
+/// Sends the shadow request and collects its answer. Every outcome but a
+/// clean answer is recorded here; a clean answer's head is returned instead,
+/// to be recorded with the comparison.
 async fn send(
     job: &MirrorJob,
     headers: HeaderMap,
     body: Bytes,
     backend: Backend,
     stats: &StatsHandle,
-) -> Answer {
+) -> (Answer, Option<ShadowHead>) {
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = job.method.clone();
     *request.uri_mut() = job.target.uri_for(job.path_and_query.as_ref());
@@ -272,16 +305,23 @@ async fn send(
             );
             stats.record(failure(failure_kind(&e)));
             stats.record(Event::Shadow(ShadowResult::Error));
-            return Answer::Failed;
+            return (Answer::Failed, None);
         }
     };
     let status = response.status().as_u16();
-    stats.record(Event::Response {
+    let head = ShadowHead {
         backend,
-        role: Role::Shadow,
         status,
         latency: started.elapsed(),
-    });
+    };
+    let record_head = |head: ShadowHead| {
+        stats.record(Event::Response {
+            backend: head.backend,
+            role: Role::Shadow,
+            status: head.status,
+            latency: head.latency,
+        })
+    };
     let mut grpc_failed = window::grpc_failed(response.headers());
     let mut body = response.into_body();
     let mut collected = BytesMut::new();
@@ -304,22 +344,26 @@ async fn send(
             }
             Ok(None) => break,
             Ok(Some(Err(_))) | Err(_) => {
+                record_head(head);
                 stats.record(failure(FailureKind::Body));
                 stats.record(Event::Shadow(ShadowResult::Error));
-                return Answer::Failed;
+                return (Answer::Failed, None);
             }
         }
     }
-    if grpc_failed {
-        stats.record(failure(FailureKind::Grpc));
-    }
-    stats.record(Event::Shadow(ShadowResult::Sent));
-    Answer::Response {
+    let answer = Answer::Response {
         status,
         body: collected.freeze(),
         truncated,
         grpc_failed,
+    };
+    if grpc_failed {
+        record_head(head);
+        stats.record(failure(FailureKind::Grpc));
+        stats.record(Event::Shadow(ShadowResult::Sent));
+        return (answer, None);
     }
+    (answer, Some(head))
 }
 
 async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answer {

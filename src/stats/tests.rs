@@ -147,3 +147,58 @@ async fn metrics_follow_the_events() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_mirrored_event_counts_as_its_three_parts() {
+    let one = || ElementCounts {
+        matched: 1,
+        mismatched: 2,
+    };
+    let combined = Arc::new(Metrics::new());
+    let (stats, task) = channel(combined.clone(), 10);
+    tokio::spawn(task.run(CancellationToken::new()));
+    stats.record(Event::Mirrored {
+        backend: Backend::Candidate,
+        status: 503,
+        latency: Duration::from_millis(12),
+        outcome: Outcome::ShadowError,
+        elements: one(),
+        mismatch: None,
+    });
+    let together = stats.snapshot().await.unwrap();
+
+    let separate = Arc::new(Metrics::new());
+    let (stats, task) = channel(separate.clone(), 10);
+    tokio::spawn(task.run(CancellationToken::new()));
+    stats.record(response(Backend::Candidate, Role::Shadow, 503, 12));
+    stats.record(Event::Shadow(ShadowResult::Sent));
+    stats.record(Event::Compared {
+        outcome: Outcome::ShadowError,
+        elements: one(),
+        mismatch: None,
+    });
+    let apart = stats.snapshot().await.unwrap();
+
+    for (a, b) in [
+        (&together.cumulative, &apart.cumulative),
+        (&together.step, &apart.step),
+        (&together.sliding, &apart.sliding),
+    ] {
+        assert_eq!(a.candidate.shadow.requests(), 1);
+        assert_eq!(a.candidate.shadow.errors(), b.candidate.shadow.errors());
+        assert_eq!(
+            a.candidate.shadow.percentile_ms(0.5),
+            b.candidate.shadow.percentile_ms(0.5)
+        );
+        assert_eq!(a.shadow, b.shadow);
+        assert_eq!(a.comparisons_of(Outcome::ShadowError), 1);
+        assert_eq!(a.elements.mismatched, b.elements.mismatched);
+    }
+    // The exposition's order of series varies between registries.
+    let lines = |metrics: &Metrics| {
+        let mut lines: Vec<String> = metrics.render().lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(lines(&combined), lines(&separate));
+}
