@@ -62,7 +62,16 @@ impl Limits {
             // A head longer than this is answered 431, however the reads
             // that brought it were cut.
             .max_header_size(self.max_header_bytes)
-            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE));
+            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE))
+            // A client that shuts down its sending side after its request
+            // is waiting for the answer. Without this, hyper also reads the
+            // socket while every request is in flight, to spot that case
+            // as an abort; each such read reserves a fresh 8 KiB buffer,
+            // because the request head still borrows the old one (peak RSS
+            // at 1,000 busy connections ~6 MiB higher, a malloc per request).
+            // A client that vanishes is then noticed when its answer is
+            // written (README: half-closed clients).
+            .half_close(true);
         let max_header_list = u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
@@ -74,7 +83,8 @@ impl Limits {
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
-            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE));
+            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE))
+            .half_close(true);
         auto.http2()
             .timer(TokioTimer::new())
             .max_header_list_size(max_header_list);

@@ -349,3 +349,46 @@ async fn client_uploading_slower_than_stables_timeout() {
     proxy.wait_drained(WAIT).await;
     proxy.stop().await;
 }
+
+/// A client that shuts down its sending side once its request is out (as
+/// `nc -N` or a batch script does) is waiting for the answer, not gone: it
+/// gets the whole response, stable's answer is counted, and the mirror is
+/// compared. hyper's default treats that end-of-stream as an abort and
+/// drops the request mid-flight; understudy serves half-closed connections.
+#[tokio::test]
+async fn client_half_closing_after_its_request_still_gets_the_answer() {
+    use tokio::io::AsyncReadExt;
+    let stable =
+        FakeUpstream::start(Reply::json(200, OK_BODY).delay(Duration::from_millis(300))).await;
+    let candidate = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
+    let proxy = harness::start(&stable.url(), Some(&candidate.url()), SHADOW).await;
+    let addr = proxy.url.trim_start_matches("http://").to_owned();
+
+    let body = r#"{"instances":[[1.0,2.0]]}"#;
+    let mut stream = TcpStream::connect(&addr).await.expect("connect to proxy");
+    let request = format!(
+        "POST /v1/models/m:predict HTTP/1.1\r\nHost: proxy\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Nothing more to send: close the writing half while stable thinks.
+    stream.shutdown().await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response stalled")
+        .expect("read the response");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(OK_BODY), "{response}");
+
+    let metrics = proxy
+        .wait_metric(r#"understudy_comparisons_total{result="match"}"#, 1.0, WAIT)
+        .await;
+    assert_stable_serve(&metrics, Some("2xx"), 1.0, "half-closed client");
+    assert_eq!(value(&metrics, &shadow("sent")), 1.0);
+    assert_eq!(value(&metrics, CLIENT_ABORTED), 0.0);
+    proxy.wait_drained(WAIT).await;
+    proxy.stop().await;
+}

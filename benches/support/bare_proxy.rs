@@ -137,7 +137,10 @@ async fn worker(listener: std::net::TcpListener, upstream: u16, mirror: Option<M
                     mirror.clone().map(|to| (shadow.clone(), to)),
                 )
             });
+            // As understudy's listener: no read while a request is in
+            // flight (see `half_close` in src/listener.rs).
             let _ = http1::Builder::new()
+                .half_close(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
