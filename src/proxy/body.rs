@@ -112,9 +112,36 @@ pub struct TeeBody<B> {
     idle: Option<Idle>,
 }
 
+/// The idle timer, armed only while the source has nothing to give: a body
+/// that is ready whenever it is polled (most request bodies arrive with
+/// their head) never allocates a timer or touches the timer wheel.
 struct Idle {
     timeout: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Allocated at the first wait; later waits move its deadline.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Whether `sleep` counts the current wait (a frame since disarms it).
+    armed: bool,
+}
+
+impl Idle {
+    /// The source has nothing now: `true` once it has had nothing for
+    /// `timeout` since it last gave a frame.
+    fn waited_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if !self.armed {
+                    sleep.as_mut().reset(deadline);
+                }
+                sleep
+            }
+            None => self
+                .sleep
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        self.armed = true;
+        sleep.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
@@ -145,7 +172,8 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle = timeout.map(|timeout| Idle {
             timeout,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
+            armed: false,
         });
         self
     }
@@ -215,19 +243,13 @@ where
         let frame = match polled {
             Poll::Ready(frame) => {
                 if let Some(idle) = &mut this.idle {
-                    let deadline = tokio::time::Instant::now() + idle.timeout;
-                    idle.sleep.as_mut().reset(deadline);
+                    idle.armed = false;
                 }
                 frame
             }
             Poll::Pending => {
                 let timed_out = match &mut this.idle {
-                    Some(idle) => idle
-                        .sleep
-                        .as_mut()
-                        .poll(cx)
-                        .is_ready()
-                        .then_some(idle.timeout),
+                    Some(idle) => idle.waited_out(cx).then_some(idle.timeout),
                     None => None,
                 };
                 let Some(timeout) = timed_out else {
@@ -447,5 +469,62 @@ mod tests {
         let (body, copy) = TeeBody::capturing(chunks(&["a", "b"]), 64);
         drop(body);
         assert!(copy.await.is_err());
+    }
+
+    /// A body fed by a channel: pending until the sender sends or leaves.
+    struct Fed(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Fed {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+            self.0
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+        }
+    }
+
+    const IDLE: Duration = Duration::from_secs(1);
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_quiet_for_the_idle_timeout_fails_the_body() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Bytes::from_static(b"{")).await.unwrap();
+        let body = TeeBody::passthrough(Fed(rx)).with_idle_timeout(Some(IDLE));
+        let started = tokio::time::Instant::now();
+        let error = body.collect().await.unwrap_err();
+        assert!(matches!(error, BodyError::Idle { .. }), "{error}");
+        let waited = started.elapsed();
+        assert!(
+            (IDLE..IDLE + Duration::from_millis(50)).contains(&waited),
+            "{waited:?}"
+        );
+        drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_frame_restarts_the_idle_timeout() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(IDLE * 3 / 4).await;
+                tx.send(Bytes::from_static(b"x")).await.unwrap();
+            }
+        });
+        let body = TeeBody::passthrough(Fed(rx)).with_idle_timeout(Some(IDLE));
+        let collected = body.collect().await.expect("never quiet for the timeout");
+        assert_eq!(collected.to_bytes(), "xxxxx");
+    }
+
+    #[tokio::test]
+    async fn a_body_ready_at_every_poll_never_starts_a_timer() {
+        let mut body = TeeBody::passthrough(chunks(&["a", "b"])).with_idle_timeout(Some(IDLE));
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        assert!(body.idle.as_ref().is_some_and(|idle| idle.sleep.is_none()));
     }
 }
