@@ -45,6 +45,10 @@ struct Capture {
     /// request's and the response's). Copied as the chunks pass, so the
     /// usual one-chunk body costs one allocation of its own size.
     body: BytesMut,
+    /// The body's declared length (capped), reserved at the first chunk so
+    /// a body sent in many chunks still takes one allocation of its size,
+    /// not up to twice that by doubling.
+    expected: usize,
     trailers: Option<http::HeaderMap>,
     limit: usize,
     done: oneshot::Sender<Captured>,
@@ -58,6 +62,9 @@ impl Capture {
         if this.body.len() + chunk.len() > this.limit {
             let _ = this.done.send(Captured::Overflow);
             return None;
+        }
+        if this.body.capacity() == 0 {
+            this.body.reserve(this.expected.max(chunk.len()));
         }
         this.body.extend_from_slice(chunk);
         Some(this)
@@ -125,7 +132,9 @@ struct Idle {
 
 impl Idle {
     /// The source has nothing now: `true` once it has had nothing for
-    /// `timeout` since it last gave a frame.
+    /// `timeout`, counted from the first poll that found it empty after its
+    /// last frame (as nginx's `client_body_timeout`, between two reads: time
+    /// the reader spent not asking is not the client's).
     fn waited_out(&mut self, cx: &mut Context<'_>) -> bool {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let sleep = match &mut self.sleep {
@@ -195,8 +204,10 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
     /// returned receiver when the body ends.
     pub fn capturing(inner: B, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
         let (done, receiver) = oneshot::channel();
+        let declared = inner.size_hint().exact().unwrap_or(0);
         let capture = Capture {
             body: BytesMut::new(),
+            expected: usize::try_from(declared).unwrap_or(usize::MAX).min(limit),
             trailers: None,
             limit,
             done,
@@ -381,6 +392,43 @@ mod tests {
         assert_eq!(captured, frame);
         // A copy of its own: holding it does not keep the 8 KiB buffer alive.
         assert!(!read_buffer.as_ptr_range().contains(&captured.as_ptr()));
+    }
+
+    #[tokio::test]
+    async fn a_body_of_declared_length_is_copied_into_one_buffer_of_its_size() {
+        // Ten chunks of 1000 bytes with their total declared up front.
+        let source = Chunks((0..10).map(|_| Bytes::from(vec![b'x'; 1000])).collect());
+        let declared = Declared(source, 10_000);
+        let (body, copy) = TeeBody::capturing(declared, 1 << 20);
+        body.collect().await.unwrap();
+        let Captured::Complete { body: captured, .. } = copy.await.unwrap() else {
+            panic!("the copy is complete");
+        };
+        assert_eq!(captured.len(), 10_000);
+        // Converted back without a copy only when it owns exactly its bytes.
+        let owned = BytesMut::from(captured);
+        assert_eq!(
+            owned.capacity(),
+            10_000,
+            "one allocation of the body's size"
+        );
+    }
+
+    /// A body with an exact size hint, as hyper gives one with Content-Length.
+    struct Declared<B>(B, u64);
+
+    impl<B: Body<Data = Bytes> + Unpin> Body for Declared<B> {
+        type Data = Bytes;
+        type Error = B::Error;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+            Pin::new(&mut self.0).poll_frame(cx)
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.1)
+        }
     }
 
     #[tokio::test]
