@@ -103,6 +103,8 @@ pub enum Event {
     /// A mirror whose shadow answered in full and whose pair was judged:
     /// the shadow's `Response`, `Shadow(Sent)` and `Compared` in one message
     /// (the common case sends one event through the queue instead of three).
+    /// Sent once the pair is judged, so the shadow's response shows in the
+    /// statistics together with its comparison.
     Mirrored {
         /// The shadowing backend.
         backend: Backend,
