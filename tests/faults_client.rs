@@ -46,6 +46,17 @@ fn value(metrics: &str, series: &str) -> f64 {
     harness::metric(metrics, series).unwrap_or_else(|| panic!("no {series} in /metrics"))
 }
 
+/// Everything the proxy writes on a raw connection until it closes it.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("response stalled")
+        .expect("read the response");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
 /// Stable's serve counters: `class` at `n` requests, nothing else, and no
 /// failure of any kind.
 fn assert_stable_serve(metrics: &str, class: Option<&str>, n: f64, what: &str) {
@@ -315,7 +326,6 @@ async fn client_aborting_mid_download() {
 /// read and write separately).
 #[tokio::test]
 async fn client_uploading_slower_than_stables_timeout() {
-    use tokio::io::AsyncReadExt;
     let stable = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
     let candidate = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
     let from = format!("url = \"{}\"\ntimeout = \"5s\"", stable.url());
@@ -332,12 +342,7 @@ async fn client_uploading_slower_than_stables_timeout() {
     stream.write_all(b"{\"instances\":").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stream.write_all(b"[[1]]}").await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("no response")
-        .expect("read response");
-    let response = String::from_utf8_lossy(&response);
+    let response = read_until_closed(&mut stream).await;
     assert!(
         response.starts_with("HTTP/1.1 200") && response.ends_with(OK_BODY),
         "slow upload got:\n{response}"
@@ -357,7 +362,6 @@ async fn client_uploading_slower_than_stables_timeout() {
 /// drops the request mid-flight; understudy serves half-closed connections.
 #[tokio::test]
 async fn client_half_closing_after_its_request_still_gets_the_answer() {
-    use tokio::io::AsyncReadExt;
     let stable =
         FakeUpstream::start(Reply::json(200, OK_BODY).delay(Duration::from_millis(300))).await;
     let candidate = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
@@ -374,12 +378,7 @@ async fn client_half_closing_after_its_request_still_gets_the_answer() {
     stream.write_all(request.as_bytes()).await.unwrap();
     // Nothing more to send: close the writing half while stable thinks.
     stream.shutdown().await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("response stalled")
-        .expect("read the response");
-    let response = String::from_utf8_lossy(&response);
+    let response = read_until_closed(&mut stream).await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.ends_with(OK_BODY), "{response}");
 
