@@ -44,7 +44,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-pub use reply::{BoxError, Reply};
+pub use reply::{BoxError, Gate, Reply};
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Received};
 
 /// The client type returned by [`http_client`] and [`h2c_client`].

@@ -15,7 +15,7 @@ use http::{Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::BoxBody;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::upstream::Received;
 
@@ -32,7 +32,33 @@ pub struct Reply {
     pub(super) headers: Vec<(HeaderName, HeaderValue)>,
     pub(super) body: Bytes,
     pub(super) delay: Duration,
+    /// Set by [`Reply::held_by`]: the reply waits until the gate opens.
+    pub(super) gate: Option<watch::Receiver<bool>>,
     pub(super) mode: Mode,
+}
+
+/// Holds back the replies built with [`Reply::held_by`] until [`Gate::open`]
+/// (or until the gate is dropped). A test can then check what the proxy does
+/// while an upstream has not answered yet, by what happened rather than by
+/// guessing how long a delay is long enough.
+#[derive(Debug)]
+pub struct Gate(watch::Sender<bool>);
+
+impl Gate {
+    pub fn new() -> Self {
+        Self(watch::Sender::new(false))
+    }
+
+    /// Lets every held reply go on, now and later.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -55,6 +81,7 @@ impl Reply {
             headers: Vec::new(),
             body: Bytes::new(),
             delay: Duration::ZERO,
+            gate: None,
             mode,
         }
     }
@@ -149,6 +176,13 @@ impl Reply {
     /// (before headers, before a reset, ...).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Read the request, then wait for `gate` to open before doing anything
+    /// else (after any [`Reply::delay`]).
+    pub fn held_by(mut self, gate: &Gate) -> Self {
+        self.gate = Some(gate.0.subscribe());
         self
     }
 

@@ -126,6 +126,13 @@ async fn handle(
             () = shutdown.cancelled() => return Err("fake upstream shutting down".into()),
         }
     }
+    if let Some(mut gate) = reply.gate.clone() {
+        tokio::select! {
+            // A dropped gate counts as open.
+            _ = gate.wait_for(|open| *open) => {}
+            () = shutdown.cancelled() => return Err("fake upstream shutting down".into()),
+        }
+    }
     let h2 = received.version == Version::HTTP_2;
     let raw = match reply.mode {
         Mode::Hang => {
