@@ -288,16 +288,32 @@ async fn send(
     *request.headers_mut() = headers;
     *request.version_mut() = job.target.version();
     let started = Instant::now();
-    let deadline = started + job.timeout;
     let failure = |kind| Event::Failure {
         backend,
         role: Role::Shadow,
         kind,
         latency: started.elapsed(),
     };
-    let response = match job.target.send(request, job.timeout).await {
-        Ok(response) => response,
-        Err(e) => {
+    // One timer bounds the whole exchange, head and body: a timer per step
+    // would be registered and removed in tokio's timer wheel at each one.
+    let mut head = None;
+    let exchange = exchange(job, request, backend, started, &mut head);
+    let result = match tokio::time::timeout_at(started + job.timeout, exchange).await {
+        Ok(result) => result,
+        Err(_) if head.is_none() => Err(Broke::Head(job.target.timed_out(job.timeout))),
+        Err(_) => Err(Broke::Body),
+    };
+    let record_head = |head: ShadowHead| {
+        stats.record(Event::Response {
+            backend,
+            role: Role::Shadow,
+            status: head.status,
+            latency: head.latency,
+        })
+    };
+    let (collected, truncated, grpc_failed) = match result {
+        Ok(collected) => collected,
+        Err(Broke::Head(e)) => {
             tracing::debug!(
                 request_id = ?job.request_id,
                 error = %crate::error::chain(&e),
@@ -307,53 +323,17 @@ async fn send(
             stats.record(Event::Shadow(ShadowResult::Error));
             return (Answer::Failed, None);
         }
-    };
-    let status = response.status().as_u16();
-    let head = ShadowHead {
-        backend,
-        status,
-        latency: started.elapsed(),
-    };
-    let record_head = |head: ShadowHead| {
-        stats.record(Event::Response {
-            backend: head.backend,
-            role: Role::Shadow,
-            status: head.status,
-            latency: head.latency,
-        })
-    };
-    let mut grpc_failed = window::grpc_failed(response.headers());
-    let mut body = response.into_body();
-    let mut collected = BytesMut::new();
-    let mut truncated = false;
-    loop {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref() {
-                    grpc_failed |= window::grpc_failed(trailers);
-                }
-                if let Some(data) = frame.data_ref() {
-                    if collected.len() + data.len() > job.max_body_bytes {
-                        // Stop reading: the copy is uncomparable anyway, and
-                        // dropping the body closes the connection.
-                        truncated = true;
-                        break;
-                    }
-                    collected.extend_from_slice(data);
-                }
-            }
-            Ok(None) => break,
-            Ok(Some(Err(_))) | Err(_) => {
-                record_head(head);
-                stats.record(failure(FailureKind::Body));
-                stats.record(Event::Shadow(ShadowResult::Error));
-                return (Answer::Failed, None);
-            }
+        Err(Broke::Body) => {
+            record_head(head.expect("a broken body follows a head"));
+            stats.record(failure(FailureKind::Body));
+            stats.record(Event::Shadow(ShadowResult::Error));
+            return (Answer::Failed, None);
         }
-    }
+    };
+    let head = head.expect("a collected body follows a head");
     let answer = Answer::Response {
-        status,
-        body: collected.freeze(),
+        status: head.status,
+        body: collected,
         truncated,
         grpc_failed,
     };
@@ -364,6 +344,54 @@ async fn send(
         return (answer, None);
     }
     (answer, Some(head))
+}
+
+/// How a shadow exchange broke off.
+enum Broke {
+    /// No response head: the request failed or timed out.
+    Head(UpstreamError),
+    /// The body broke off or timed out after the head.
+    Body,
+}
+
+/// The shadow exchange without a time limit: the response head (left in
+/// `head` as soon as it arrives), then the body up to the cap. Returns the
+/// body, whether it was cut, and whether it is a failed gRPC call.
+async fn exchange(
+    job: &MirrorJob,
+    request: Request<Full<Bytes>>,
+    backend: Backend,
+    started: Instant,
+    head: &mut Option<ShadowHead>,
+) -> Result<(Bytes, bool, bool), Broke> {
+    let response = job
+        .target
+        .send_unbounded(request)
+        .await
+        .map_err(Broke::Head)?;
+    *head = Some(ShadowHead {
+        backend,
+        status: response.status().as_u16(),
+        latency: started.elapsed(),
+    });
+    let mut grpc_failed = window::grpc_failed(response.headers());
+    let mut body = response.into_body();
+    let mut collected = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Broke::Body)?;
+        if let Some(trailers) = frame.trailers_ref() {
+            grpc_failed |= window::grpc_failed(trailers);
+        }
+        if let Some(data) = frame.data_ref() {
+            if collected.len() + data.len() > job.max_body_bytes {
+                // Stop reading: the copy is uncomparable anyway, and
+                // dropping the body closes the connection.
+                return Ok((collected.freeze(), true, grpc_failed));
+            }
+            collected.extend_from_slice(data);
+        }
+    }
+    Ok((collected.freeze(), false, grpc_failed))
 }
 
 async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answer {

@@ -206,6 +206,17 @@ where
         }
     }
 
+    /// Sends `request` with no time limit of its own, for a caller that
+    /// bounds the whole exchange, head and body, with one deadline. Waiting
+    /// for an in-flight slot is still bounded by the backend's timeout.
+    pub async fn send_unbounded(
+        &self,
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
+        let slot = self.slot(self.timeout).await?;
+        self.request(request, slot).await
+    }
+
     /// Sends a request whose body streams from a client. The head timeout
     /// starts only once the body has been sent (as Envoy does): a slow
     /// upload is the client's business, not the backend's latency. While
@@ -329,7 +340,8 @@ where
         }
     }
 
-    fn timed_out(&self, timeout: Duration) -> UpstreamError {
+    /// The error for no response head within `timeout`.
+    pub fn timed_out(&self, timeout: Duration) -> UpstreamError {
         UpstreamError::Timeout {
             backend: self.name,
             timeout,
