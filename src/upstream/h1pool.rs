@@ -9,7 +9,7 @@
 //! response body puts its connection back the moment it ends
 //! ([`super::body::UpstreamBody`]); a task is spawned only when the
 //! connection is not ready yet at that moment. Measured: fewer CPU-µs per
-//! proxied request than the legacy client (see the README).
+//! proxied request than the legacy client (see benches/PERFORMANCE.md).
 //!
 //! Behaviour kept from the legacy client: connections come from the same
 //! `HttpConnector` (connect timeout, `TCP_NODELAY`, resolver); a request
