@@ -294,8 +294,10 @@ async fn send(
         kind,
         latency: started.elapsed(),
     };
-    // One timer bounds the whole exchange, head and body: a timer per step
-    // would be registered and removed in tokio's timer wheel at each one.
+    // One deadline and one timer for the whole exchange, head and body. A
+    // timeout per step (the head, then each body frame) builds a new timer
+    // each time and registers it in tokio's timer wheel whenever that step
+    // has to wait.
     let mut head = None;
     let exchange = exchange(job, request, backend, started, &mut head);
     let result = match tokio::time::timeout_at(started + job.timeout, exchange).await {
