@@ -379,3 +379,61 @@ async fn hung_stable_gives_504_and_broken_stable_gives_502() {
     assert_eq!(harness::metric(&metrics, error_class), Some(3.0));
     proxy.stop().await;
 }
+
+/// A proxy with two data-plane workers whose stable backend has
+/// `stable_keys` (TOML lines) set.
+async fn two_workers(stable: &str, stable_keys: &str) -> harness::Proxy {
+    harness::start_text(&format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\nworkers = 2\ndrain_timeout = \"5s\"\n\n\
+         [admin]\naddr = \"127.0.0.1:0\"\n\n\
+         [backends.stable]\nurl = \"{stable}\"\ntimeout = \"5s\"\n{stable_keys}\n"
+    ))
+    .await
+}
+
+/// Sends `n` requests at once (each on its own client connection, which
+/// the kernel spreads over the workers' listening sockets) and checks that
+/// every one was answered.
+async fn concurrent_requests(proxy: &harness::Proxy, n: usize) {
+    let client = http_client();
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (client, url) = (client.clone(), format!("{}/v1/models/m:predict", proxy.url));
+        requests.spawn(async move { send(&client, Method::POST, &url, &[], "{}").await.0 });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+}
+
+#[tokio::test]
+async fn max_connections_bounds_the_backends_connections_across_workers() {
+    let stable =
+        FakeUpstream::start(Reply::json(200, "{}").delay(Duration::from_millis(300))).await;
+    let proxy = two_workers(&stable.url(), "max_connections = 4").await;
+    concurrent_requests(&proxy, 16).await;
+    assert_eq!(stable.request_count(), 16);
+    assert!(
+        stable.connections_accepted() <= 4,
+        "{} connections to a backend with max_connections = 4",
+        stable.connections_accepted()
+    );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn pool_max_idle_bounds_the_idle_connections_across_workers() {
+    let stable =
+        FakeUpstream::start(Reply::json(200, "{}").delay(Duration::from_millis(300))).await;
+    let proxy = two_workers(&stable.url(), "pool_max_idle = 2").await;
+    // All 16 in flight at once need 16 connections; afterwards only
+    // pool_max_idle of them may stay open, whichever workers served them.
+    concurrent_requests(&proxy, 16).await;
+    assert_eq!(stable.connections_accepted(), 16);
+    assert!(
+        stable.wait_for_open_connections_at_most(2, WAIT).await,
+        "{} idle connections kept with pool_max_idle = 2",
+        stable.open_connections()
+    );
+    proxy.stop().await;
+}
