@@ -154,8 +154,9 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// Speak HTTP/2 with prior knowledge (h2c) to this backend.
     pub http2: bool,
-    /// Idle keep-alive connections kept to this backend, divided among the
-    /// data-plane workers; the shadow pool keeps as many again.
+    /// Idle keep-alive connections kept to this backend for serving,
+    /// divided among the data-plane workers; the shadow pool keeps up to
+    /// this many on each worker.
     pub pool_max_idle: usize,
     /// Clients' requests in flight to this backend at once (for HTTP/1.1,
     /// connections), shared among the data-plane workers; more wait.
