@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Method, Request, Version};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use support::{FakeUpstream, Reply, h2c_client, http_client, refused_addr, send};
+use support::{FakeUpstream, Gate, Reply, h2c_client, http_client, refused_addr, send};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -391,16 +391,25 @@ async fn two_workers(stable: &str, stable_keys: &str) -> harness::Proxy {
     .await
 }
 
-/// Sends `n` requests at once (each on its own client connection, which
-/// the kernel spreads over the workers' listening sockets) and checks that
-/// every one was answered.
-async fn concurrent_requests(proxy: &harness::Proxy, n: usize) {
+/// Sends `n` requests at once, each on its own client connection, which
+/// the kernel spreads over the workers' listening sockets. Join the set to
+/// check that every one was answered.
+fn concurrent_requests(proxy: &harness::Proxy, n: usize) -> tokio::task::JoinSet<u16> {
     let client = http_client();
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..n {
         let (client, url) = (client.clone(), format!("{}/v1/models/m:predict", proxy.url));
-        requests.spawn(async move { send(&client, Method::POST, &url, &[], "{}").await.0 });
+        requests.spawn(async move {
+            send(&client, Method::POST, &url, &[], "{}")
+                .await
+                .0
+                .as_u16()
+        });
     }
+    requests
+}
+
+async fn all_answered(mut requests: tokio::task::JoinSet<u16>) {
     while let Some(status) = requests.join_next().await {
         assert_eq!(status.unwrap(), 200);
     }
@@ -411,7 +420,7 @@ async fn max_connections_bounds_the_backends_connections_across_workers() {
     let stable =
         FakeUpstream::start(Reply::json(200, "{}").delay(Duration::from_millis(300))).await;
     let proxy = two_workers(&stable.url(), "max_connections = 4").await;
-    concurrent_requests(&proxy, 16).await;
+    all_answered(concurrent_requests(&proxy, 16)).await;
     assert_eq!(stable.request_count(), 16);
     assert!(
         stable.connections_accepted() <= 4,
@@ -423,12 +432,16 @@ async fn max_connections_bounds_the_backends_connections_across_workers() {
 
 #[tokio::test]
 async fn pool_max_idle_bounds_the_idle_connections_across_workers() {
-    let stable =
-        FakeUpstream::start(Reply::json(200, "{}").delay(Duration::from_millis(300))).await;
+    let gate = Gate::new();
+    let stable = FakeUpstream::start(Reply::json(200, "{}").held_by(&gate)).await;
     let proxy = two_workers(&stable.url(), "pool_max_idle = 2").await;
-    // All 16 in flight at once need 16 connections; afterwards only
-    // pool_max_idle of them may stay open, whichever workers served them.
-    concurrent_requests(&proxy, 16).await;
+    // Held until all 16 have arrived, the requests need 16 connections;
+    // afterwards only pool_max_idle of them may stay open, whichever
+    // workers served them.
+    let requests = concurrent_requests(&proxy, 16);
+    assert!(stable.wait_for_requests(16, WAIT).await);
+    gate.open();
+    all_answered(requests).await;
     assert_eq!(stable.connections_accepted(), 16);
     assert!(
         stable.wait_for_open_connections_at_most(2, WAIT).await,
