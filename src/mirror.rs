@@ -313,7 +313,11 @@ async fn send(
             latency: head.latency,
         })
     };
-    let (collected, truncated, grpc_failed) = match result {
+    let Collected {
+        body,
+        truncated,
+        grpc_failed,
+    } = match result {
         Ok(collected) => collected,
         Err(Broke::Head(e)) => {
             tracing::debug!(
@@ -335,7 +339,7 @@ async fn send(
     let head = head.expect("a collected body follows a head");
     let answer = Answer::Response {
         status: head.status,
-        body: collected,
+        body,
         truncated,
         grpc_failed,
     };
@@ -348,6 +352,16 @@ async fn send(
     (answer, Some(head))
 }
 
+/// What a shadow exchange that did not break off read.
+struct Collected {
+    /// The body, up to `shadow.max_body_bytes`.
+    body: Bytes,
+    /// The body went past the cap and was cut there.
+    truncated: bool,
+    /// A gRPC call that failed, by its head or its trailers.
+    grpc_failed: bool,
+}
+
 /// How a shadow exchange broke off.
 enum Broke {
     /// No response head: the request failed or timed out.
@@ -357,15 +371,14 @@ enum Broke {
 }
 
 /// The shadow exchange without a time limit: the response head (left in
-/// `head` as soon as it arrives), then the body up to the cap. Returns the
-/// body, whether it was cut, and whether it is a failed gRPC call.
+/// `head` as soon as it arrives), then the body up to the cap.
 async fn exchange(
     job: &MirrorJob,
     request: Request<Full<Bytes>>,
     backend: Backend,
     started: Instant,
     head: &mut Option<ShadowHead>,
-) -> Result<(Bytes, bool, bool), Broke> {
+) -> Result<Collected, Broke> {
     let response = job
         .target
         .send_unbounded(request)
@@ -388,12 +401,20 @@ async fn exchange(
             if collected.len() + data.len() > job.max_body_bytes {
                 // Stop reading: the copy is uncomparable anyway, and
                 // dropping the body closes the connection.
-                return Ok((collected.freeze(), true, grpc_failed));
+                return Ok(Collected {
+                    body: collected.freeze(),
+                    truncated: true,
+                    grpc_failed,
+                });
             }
             collected.extend_from_slice(data);
         }
     }
-    Ok((collected.freeze(), false, grpc_failed))
+    Ok(Collected {
+        body: collected.freeze(),
+        truncated: false,
+        grpc_failed,
+    })
 }
 
 async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answer {
