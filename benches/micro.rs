@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use understudy::budget::ByteBudget;
 use understudy::compare::{Comparator, CompareSpec, Observed, Preset};
-use understudy::config;
+use understudy::config::{self, ComparePriority};
+use understudy::mirror::compare_pool::ComparePool;
 use understudy::mirror::{Mirror, MirrorJob, Pending};
 use understudy::split::{self, Backend};
 use understudy::stats::{Event, Role};
@@ -103,7 +105,9 @@ fn mirror_pool() -> (
         .build()
         .expect("runtime");
     let (stats, task) = understudy::stats::channel(Arc::new(Metrics::new()), 10);
-    let mirror = runtime.block_on(async { Mirror::new(512, stats) });
+    let budget = ByteBudget::new(64 << 20);
+    let pool = ComparePool::start(1, 64, ComparePriority::Normal);
+    let mirror = runtime.block_on(async { Mirror::new(512, budget, pool, stats) });
     (runtime, mirror, task)
 }
 
@@ -161,6 +165,7 @@ fn mirror_spawn(c: &mut Criterion) {
                         max_body_bytes: 1 << 20,
                         timeout: Duration::from_secs(5),
                         served_timeout: Duration::from_secs(35),
+                        reservation: mirror.budget().reservation(),
                     };
                     mirror.spawn(
                         job,

@@ -91,10 +91,16 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
     match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => {
             state.stats.flush().await;
-            state
-                .metrics
+            let metrics = &state.metrics;
+            metrics
                 .shadow_in_flight
                 .set(state.proxy.mirrors_in_flight() as f64);
+            metrics
+                .shadow_buffered_bytes
+                .set(state.proxy.mirror_bytes_held() as f64);
+            metrics
+                .compare_queue_depth
+                .set(state.proxy.comparisons_queued() as f64);
             let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
             response.headers_mut().insert(
                 CONTENT_TYPE,

@@ -8,7 +8,9 @@
 //!   forwards through [`upstream`] pools, streams the answer back and tees
 //!   capped copies of both bodies.
 //! * [`mirror`] replays the copy to the other backend off the client's
-//!   path, then [`compare`]s the two answers the way ML needs.
+//!   path, then [`compare`]s the two answers the way ML needs (large pairs
+//!   on low-priority threads of its own); [`budget`] bounds the bytes all
+//!   mirrors hold together.
 //! * [`stats`] owns every counter and histogram (fed by a channel), and
 //!   [`telemetry`] exports them to Prometheus; [`admin`] serves metrics,
 //!   [`status`] JSON and rollout control on a separate port.
@@ -29,6 +31,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod budget;
 pub mod cli;
 pub mod compare;
 pub mod config;

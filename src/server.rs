@@ -304,6 +304,12 @@ impl Running {
                 "listen addresses and backend URLs change only on restart; keeping the running ones"
             );
         }
+        let pool = |c: &Config| (c.compare.threads, c.compare.queue, c.compare.priority);
+        if pool(&config) != pool(&self.config) {
+            tracing::warn!(
+                "compare.threads, compare.queue and compare.priority change only on restart; keeping the running pool"
+            );
+        }
         // Certificates are re-read on every reload (renewed files, same
         // paths); turning TLS on or off needs a restart.
         match (&self.tls, &config.listen.tls) {

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::window::{FailureKind, RoleStats, STATUS_CLASSES, ShadowResult, WindowStats};
+use crate::stats::window::{
+    DropReason, FailureKind, RoleStats, STATUS_CLASSES, ShadowResult, WindowStats,
+};
 use crate::telemetry::COMPARISON_RESULTS;
 
 /// Counts and latency of one backend in one role.
@@ -70,6 +72,10 @@ pub struct ComparisonReport {
     pub outcomes: BTreeMap<String, u64>,
     pub elements_matched: u64,
     pub elements_mismatched: u64,
+    /// Mirrored pairs not compared, by reason (busy, budget): no part of
+    /// the match rate. `#[serde(default)]` reads reports written before.
+    #[serde(default)]
+    pub dropped: BTreeMap<String, u64>,
 }
 
 /// Everything counted in one window.
@@ -78,7 +84,8 @@ pub struct WindowReport {
     pub stable: BackendReport,
     pub candidate: BackendReport,
     pub comparisons: ComparisonReport,
-    /// Mirror outcomes: sent, dropped_overload, skipped_body, skipped_route, error.
+    /// Mirror outcomes: sent, dropped_overload, dropped_busy, dropped_budget,
+    /// skipped_body, skipped_route, error.
     pub shadow: BTreeMap<String, u64>,
 }
 
@@ -102,6 +109,11 @@ impl WindowReport {
                     .collect(),
                 elements_matched: window.elements.matched,
                 elements_mismatched: window.elements.mismatched,
+                dropped: DropReason::ALL
+                    .iter()
+                    .zip(window.compare_dropped)
+                    .map(|(reason, n)| (reason.as_str().to_string(), n))
+                    .collect(),
             },
             shadow: ShadowResult::ALL
                 .iter()

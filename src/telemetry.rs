@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::stats::window::{FailureKind, STATUS_CLASSES, ShadowResult};
+use crate::stats::window::{DropReason, FailureKind, STATUS_CLASSES, ShadowResult};
 
 /// Backends and roles in label order, matching the `[backend][role]` arrays.
 pub const BACKENDS: [&str; 2] = ["stable", "candidate"];
@@ -41,7 +41,7 @@ enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-const DESCRIPTIONS: [(&str, Kind, &str); 23] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -66,6 +66,21 @@ const DESCRIPTIONS: [(&str, Kind, &str); 23] = [
         "understudy_comparisons_total",
         Kind::Counter,
         "Outcome of comparing the stable and candidate responses of one request.",
+    ),
+    (
+        "understudy_comparisons_dropped_total",
+        Kind::Counter,
+        "Mirrored pairs not compared, by reason: busy (the comparison queue was full) or budget (the answers did not fit shadow.max_buffered_bytes). A dropped pair is no comparison; the shadow's latency still counts.",
+    ),
+    (
+        "understudy_shadow_buffered_bytes",
+        Kind::Gauge,
+        "Bytes held by mirrors in flight (request and response copies), against shadow.max_buffered_bytes.",
+    ),
+    (
+        "understudy_compare_queue_depth",
+        Kind::Gauge,
+        "Mirrored pairs waiting for a comparison thread.",
     ),
     (
         "understudy_prediction_elements_total",
@@ -179,8 +194,12 @@ pub struct Metrics {
     pub duration: [[Histogram; 2]; 2],
     /// `[backend][role][failure kind]`
     pub upstream_failures: [[[Counter; 5]; 2]; 2],
-    pub shadow: [Counter; 5],
+    pub shadow: [Counter; 7],
     pub comparisons: [Counter; 5],
+    /// In [`DropReason::ALL`] order.
+    pub comparisons_dropped: [Counter; 2],
+    pub shadow_buffered_bytes: Gauge,
+    pub compare_queue_depth: Gauge,
     /// `[match, mismatch]`
     pub elements: [Counter; 2],
     pub match_ratio: Gauge,
@@ -271,6 +290,14 @@ impl Metrics {
                 .map(|s| r.counter("understudy_shadow_total", &[("result", s.as_str())])),
             comparisons: COMPARISON_RESULTS
                 .map(|c| r.counter("understudy_comparisons_total", &[("result", c)])),
+            comparisons_dropped: DropReason::ALL.map(|d| {
+                r.counter(
+                    "understudy_comparisons_dropped_total",
+                    &[("reason", d.as_str())],
+                )
+            }),
+            shadow_buffered_bytes: r.gauge("understudy_shadow_buffered_bytes", &[]),
+            compare_queue_depth: r.gauge("understudy_compare_queue_depth", &[]),
             elements: ["match", "mismatch"]
                 .map(|e| r.counter("understudy_prediction_elements_total", &[("result", e)])),
             match_ratio: r.gauge("understudy_match_ratio", &[]),

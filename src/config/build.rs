@@ -282,6 +282,12 @@ impl Checker<'_> {
                 DEFAULT_SHADOW_MAX_BODY_BYTES,
                 0,
             ),
+            max_buffered_bytes: self.count(
+                "shadow.max_buffered_bytes",
+                raw.max_buffered_bytes,
+                DEFAULT_SHADOW_MAX_BUFFERED_BYTES,
+                0,
+            ),
             timeout: self.duration("shadow.timeout", raw.timeout, DEFAULT_SHADOW_TIMEOUT),
             routes,
             strip_headers,
@@ -309,6 +315,11 @@ impl Checker<'_> {
             DEFAULT_KEEP_MISMATCHES,
             0,
         );
+        let threads = self.count("compare.threads", raw.threads, default_compare_threads(), 1);
+        let queue = self.count("compare.queue", raw.queue, DEFAULT_COMPARE_QUEUE, 1);
+        let priority = self
+            .keyword("compare.priority", raw.priority)
+            .unwrap_or_default();
         if let Err(e) = Comparator::new(&spec) {
             // The message names the key itself; report it under that key.
             let key = e.key().split('[').next().unwrap_or("compare").to_owned();
@@ -323,6 +334,9 @@ impl Checker<'_> {
         Some(Compare {
             spec,
             keep_mismatches,
+            threads,
+            queue,
+            priority,
         })
     }
 

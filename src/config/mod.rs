@@ -46,6 +46,27 @@ pub const DEFAULT_SHADOW_MAX_IN_FLIGHT: usize = 512;
 /// Inference payloads are small; larger bodies (uploads) pass through but are
 /// not held for mirroring.
 pub const DEFAULT_SHADOW_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Bytes all mirrors in flight may hold together (request copies, serving
+/// response copies, the other backend's answers). 64 MiB fits a small
+/// sidecar's memory limit beside the proxy's own ~40-60 MiB under load, and
+/// still holds about 64 pairs of 500 KB answers in flight: at 200 ms per
+/// candidate answer that is 300 mirrored requests a second of ML-sized
+/// traffic, more than two cores can compare.
+pub const DEFAULT_SHADOW_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+/// Large pairs that may wait for a comparison thread. A pair of 500 KB
+/// answers takes about a millisecond to compare, so 64 waiting pairs are a
+/// few tens of milliseconds of backlog on two threads: enough to ride out a
+/// burst, short enough that evidence stays fresh. Their bytes count against
+/// `shadow.max_buffered_bytes` while they wait.
+pub const DEFAULT_COMPARE_QUEUE: usize = 64;
+
+/// One comparison thread per core: they only take CPU time serving leaves
+/// idle (see `mirror::compare_pool`), so more threads than cores could
+/// never run at once, and fewer would leave idle cores unused.
+pub fn default_compare_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The shadow is not allowed to hold resources longer than this.
 pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many recent mismatches `/mismatches` keeps.
@@ -179,6 +200,8 @@ pub struct Shadow {
     pub percent: f64,
     pub max_in_flight: usize,
     pub max_body_bytes: usize,
+    /// Bytes all mirrors in flight may hold together.
+    pub max_buffered_bytes: usize,
     pub timeout: Duration,
     /// Only paths matching one of these are mirrored; empty means all.
     pub routes: Vec<RoutePattern>,
@@ -190,6 +213,25 @@ pub struct Shadow {
 pub struct Compare {
     pub spec: CompareSpec,
     pub keep_mismatches: usize,
+    /// Comparison threads for large pairs (fixed at start).
+    pub threads: usize,
+    /// Large pairs that may wait for a comparison thread (fixed at start).
+    pub queue: usize,
+    /// How the comparison threads are scheduled (fixed at start).
+    pub priority: ComparePriority,
+}
+
+/// `compare.priority`: how the comparison threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComparePriority {
+    /// Linux `SCHED_IDLE`: only CPU time that nothing else wants. Serving
+    /// never waits for a comparison; under full load, pairs are shed.
+    #[default]
+    Idle,
+    /// Normal priority: comparisons share the CPU with serving. For hosts
+    /// where evidence matters more than client latency (a staging proxy).
+    Normal,
 }
 
 #[derive(Debug, Clone)]

@@ -86,6 +86,7 @@ pub struct RawShadow {
     pub percent: Option<f64>,
     pub max_in_flight: Option<i64>,
     pub max_body_bytes: Option<i64>,
+    pub max_buffered_bytes: Option<i64>,
     pub timeout: Option<String>,
     pub routes: Option<Vec<String>>,
     pub strip_headers: Option<Vec<String>>,
@@ -103,6 +104,9 @@ pub struct RawCompare {
     pub mode: Option<String>,
     pub min_cosine: Option<f64>,
     pub keep_mismatches: Option<i64>,
+    pub threads: Option<i64>,
+    pub queue: Option<i64>,
+    pub priority: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -234,3 +234,36 @@ fn record_flag_records_everything_unless_percent_is_configured() {
     assert_eq!(record.effective_percent(), 5.0);
     assert_eq!(record.headers, [HeaderName::from_static("x-tenant")]);
 }
+
+#[test]
+fn shadow_budget_and_comparison_pool_have_defaults_and_are_checked() {
+    let config = build::build(MINIMAL, "t", None).unwrap();
+    assert_eq!(
+        config.shadow.max_buffered_bytes,
+        DEFAULT_SHADOW_MAX_BUFFERED_BYTES
+    );
+    assert_eq!(config.compare.threads, default_compare_threads());
+    assert_eq!(config.compare.queue, DEFAULT_COMPARE_QUEUE);
+    assert_eq!(config.compare.priority, ComparePriority::Idle);
+
+    let text = format!(
+        "{MINIMAL}\n[shadow]\nmax_buffered_bytes = 1024\n[compare]\nthreads = 3\nqueue = 5\npriority = \"normal\"\n"
+    );
+    let config = build::build(&text, "t", None).unwrap();
+    assert_eq!(config.shadow.max_buffered_bytes, 1024);
+    assert_eq!((config.compare.threads, config.compare.queue), (3, 5));
+    assert_eq!(config.compare.priority, ComparePriority::Normal);
+
+    let text = format!(
+        "{MINIMAL}\n[shadow]\nmax_buffered_bytes = -1\n[compare]\nthreads = 0\nqueue = 0\npriority = \"high\"\n"
+    );
+    let keys: Vec<String> = problems(&text).into_iter().map(|p| p.key).collect();
+    for key in [
+        "shadow.max_buffered_bytes",
+        "compare.threads",
+        "compare.queue",
+        "compare.priority",
+    ] {
+        assert!(keys.iter().any(|k| k == key), "missing {key} in {keys:?}");
+    }
+}

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compare::ElementCounts;
 use crate::stats::window::latency_histogram;
-use crate::stats::{BackendStats, RoleStats, WindowStats};
+use crate::stats::{BackendStats, RoleStats, ShadowResult, WindowStats};
 
 /// One replica's step window, as stored under `PREFIX/replicas/ID`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,8 +36,29 @@ pub struct WireWindow {
     pub comparisons: [u64; 5],
     /// `[matched, mismatched]` elements.
     pub elements: [u64; 2],
+    /// Mirror outcomes in [`WIRE_SHADOW`] order: the order replicas of
+    /// every version agree on.
     pub shadow: [u64; 5],
+    /// Mirrors not started because comparisons were saturated or the byte
+    /// budget was spent: `[dropped_busy, dropped_budget]`. Absent (zero)
+    /// in reports of replicas that do not shed.
+    #[serde(default)]
+    pub shadow_shed: [u64; 2],
+    /// Pairs not compared, in [`crate::stats::DropReason::ALL`] order;
+    /// absent is zero.
+    #[serde(default)]
+    pub compare_dropped: [u64; 2],
 }
+
+/// The mirror outcomes of [`WireWindow::shadow`], in wire order.
+const WIRE_SHADOW: [ShadowResult; 5] = [
+    ShadowResult::Sent,
+    ShadowResult::DroppedOverload,
+    ShadowResult::SkippedBody,
+    ShadowResult::SkippedRoute,
+    ShadowResult::Error,
+];
+const WIRE_SHED: [ShadowResult; 2] = [ShadowResult::DroppedBusy, ShadowResult::DroppedBudget];
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WireBackend {
@@ -60,7 +81,9 @@ impl From<&WindowStats> for WireWindow {
             candidate: (&w.candidate).into(),
             comparisons: w.comparisons,
             elements: [w.elements.matched, w.elements.mismatched],
-            shadow: w.shadow,
+            shadow: WIRE_SHADOW.map(|r| w.shadow[r.index()]),
+            shadow_shed: WIRE_SHED.map(|r| w.shadow[r.index()]),
+            compare_dropped: w.compare_dropped,
         }
     }
 }
@@ -100,7 +123,17 @@ impl WireWindow {
                 matched: self.elements[0],
                 mismatched: self.elements[1],
             },
-            shadow: self.shadow,
+            shadow: {
+                let mut shadow = [0; ShadowResult::ALL.len()];
+                for (result, n) in WIRE_SHADOW.iter().zip(self.shadow) {
+                    shadow[result.index()] = n;
+                }
+                for (result, n) in WIRE_SHED.iter().zip(self.shadow_shed) {
+                    shadow[result.index()] = n;
+                }
+                shadow
+            },
+            compare_dropped: self.compare_dropped,
         }
     }
 
@@ -224,6 +257,34 @@ mod tests {
             );
         }
         assert_eq!(restored.stable.serve.latency_us.len(), 5);
+    }
+
+    #[test]
+    fn shed_mirrors_and_dropped_pairs_survive_the_wire_and_old_reports_read_as_zero() {
+        let mut w = window(10, &[1], 10);
+        for (i, n) in w.shadow.iter_mut().enumerate() {
+            *n = 10 + i as u64;
+        }
+        w.compare_dropped = [3, 4];
+        let json = serde_json::to_string(&report("r1", 1, &w)).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        let restored = back.window.to_window();
+        assert_eq!(restored.shadow, w.shadow);
+        assert_eq!(restored.compare_dropped, [3, 4]);
+
+        // A replica that does not shed sends neither field.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let wire = old["window"].as_object_mut().unwrap();
+        wire.remove("shadow_shed");
+        wire.remove("compare_dropped");
+        let back: Report = serde_json::from_value(old).unwrap();
+        let restored = back.window.to_window();
+        assert_eq!(restored.compare_dropped, [0, 0]);
+        assert_eq!(restored.shadow[ShadowResult::DroppedBusy.index()], 0);
+        assert_eq!(
+            restored.shadow[ShadowResult::Sent.index()],
+            w.shadow[ShadowResult::Sent.index()]
+        );
     }
 
     #[test]

@@ -15,8 +15,12 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
+
+use crate::budget::Reservation;
 
 use crate::upstream::{BodyProgress, ProgressReporter, body_progress};
 
@@ -33,6 +37,8 @@ pub enum Captured {
     /// The body's source failed before its end (the peer broke off
     /// mid-body): the copy is incomplete and was dropped.
     Broken,
+    /// The copy did not fit the shadow's byte budget and was dropped.
+    OverBudget,
 }
 
 /// Collects data frames up to a cap.
@@ -51,23 +57,53 @@ struct Capture {
     expected: usize,
     trailers: Option<http::HeaderMap>,
     limit: usize,
+    /// The mirror's share of the shadow's byte budget, when the copy is
+    /// for a mirror, and how much of it this copy has taken.
+    budget: Option<(Arc<Reservation>, usize)>,
     done: oneshot::Sender<Captured>,
 }
 
 impl Capture {
-    /// Adds a chunk; returns `false` (after reporting overflow) once the
-    /// body no longer fits.
+    /// Adds a chunk; returns `None` (after reporting why) once the body no
+    /// longer fits the cap or the budget, or nobody waits for the copy.
     fn push(self, chunk: &Bytes) -> Option<Self> {
         let mut this = self;
+        if this.done.is_closed() {
+            // The mirror gave up (its other side broke or did not fit):
+            // copying on would only hold bytes nobody reads.
+            return None;
+        }
         if this.body.len() + chunk.len() > this.limit {
             let _ = this.done.send(Captured::Overflow);
             return None;
         }
         if this.body.capacity() == 0 {
             this.body.reserve(this.expected.max(chunk.len()));
+        } else {
+            this.body.reserve(chunk.len());
+        }
+        if !this.account() {
+            let _ = this.done.send(Captured::OverBudget);
+            return None;
         }
         this.body.extend_from_slice(chunk);
         Some(this)
+    }
+
+    /// Takes budget for the buffer's capacity: what it really holds, not
+    /// just its length. `false` when the budget cannot take it.
+    fn account(&mut self) -> bool {
+        let capacity = self.body.capacity().max(self.expected);
+        match &mut self.budget {
+            Some((reservation, taken)) if capacity > *taken => {
+                if !reservation.grow(capacity - *taken) {
+                    return false;
+                }
+                *taken = capacity;
+                true
+            }
+            _ => true,
+        }
     }
 
     fn finish(self) {
@@ -203,18 +239,48 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
     /// Forwards `inner` and captures up to `limit` bytes, delivered on the
     /// returned receiver when the body ends.
     pub fn capturing(inner: B, limit: usize) -> (Self, oneshot::Receiver<Captured>) {
+        Self::capture(inner, limit, None)
+    }
+
+    /// As [`TeeBody::capturing`], for a mirror: the copy's bytes are taken
+    /// from the shadow's byte budget through `reservation` — a declared
+    /// length up front, else as the chunks arrive — and a copy that does
+    /// not fit is given up as [`Captured::OverBudget`] (the body itself
+    /// still streams on untouched).
+    pub fn capturing_within(
+        inner: B,
+        limit: usize,
+        reservation: Arc<Reservation>,
+    ) -> (Self, oneshot::Receiver<Captured>) {
+        Self::capture(inner, limit, Some(reservation))
+    }
+
+    fn capture(
+        inner: B,
+        limit: usize,
+        reservation: Option<Arc<Reservation>>,
+    ) -> (Self, oneshot::Receiver<Captured>) {
         let (done, receiver) = oneshot::channel();
         let declared = inner.size_hint().exact().unwrap_or(0);
-        let capture = Capture {
+        let expected = usize::try_from(declared).unwrap_or(usize::MAX);
+        let mut capture = Capture {
             body: BytesMut::new(),
-            expected: usize::try_from(declared).unwrap_or(usize::MAX).min(limit),
+            // Past the cap nothing is kept, so nothing is reserved either.
+            expected: if expected > limit { 0 } else { expected },
             trailers: None,
             limit,
+            budget: reservation.map(|r| (r, 0)),
             done,
+        };
+        let capture = if capture.account() {
+            Some(capture)
+        } else {
+            let _ = capture.done.send(Captured::OverBudget);
+            None
         };
         let mut body = Self {
             inner,
-            capture: Some(capture),
+            capture,
             seen: 0,
             limit: u64::MAX,
             progress: None,
@@ -510,6 +576,57 @@ mod tests {
         let error = body.collect().await.unwrap_err();
         assert!(matches!(error, BodyError::Source(_)), "{error}");
         assert_eq!(copy.await.unwrap(), Captured::Broken);
+    }
+
+    #[tokio::test]
+    async fn a_copy_past_the_budget_is_given_up_while_the_body_streams_on() {
+        let budget = crate::budget::ByteBudget::new(6);
+        let reservation = budget.reservation();
+        let (body, copy) =
+            TeeBody::capturing_within(chunks(&["abc", "def", "ghi"]), 64, reservation.clone());
+        let forwarded = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&forwarded[..], b"abcdefghi");
+        assert_eq!(copy.await.unwrap(), Captured::OverBudget);
+        assert!(budget.used() <= 6, "{} bytes held", budget.used());
+        drop(reservation);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_is_reserved_up_front() {
+        let budget = crate::budget::ByteBudget::new(100);
+        let (_body, copy) = TeeBody::capturing_within(
+            Declared(chunks(&["0123456789"]), 150),
+            1000,
+            budget.reservation(),
+        );
+        assert_eq!(
+            copy.await.unwrap(),
+            Captured::OverBudget,
+            "150 declared bytes never fit a budget of 100"
+        );
+        let held = budget.reservation();
+        let (body, copy) =
+            TeeBody::capturing_within(Declared(chunks(&["0123456789"]), 10), 1000, held.clone());
+        assert_eq!(held.held(), 10, "reserved before any byte arrived");
+        body.collect().await.unwrap();
+        assert_eq!(
+            copy.await.unwrap(),
+            complete(Bytes::from_static(b"0123456789"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_copy_within_the_budget_completes_and_holds_its_bytes() {
+        let budget = crate::budget::ByteBudget::new(1000);
+        let reservation = budget.reservation();
+        let (body, copy) =
+            TeeBody::capturing_within(chunks(&["abc", "def"]), 64, reservation.clone());
+        body.collect().await.unwrap();
+        assert_eq!(copy.await.unwrap(), complete(Bytes::from_static(b"abcdef")));
+        assert!(budget.used() >= 6, "the copy's bytes stay reserved");
+        drop(reservation);
+        assert_eq!(budget.used(), 0);
     }
 
     #[tokio::test]

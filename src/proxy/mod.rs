@@ -24,9 +24,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry, now_rfc3339};
+use crate::budget::ByteBudget;
 use crate::compare::Comparator;
 use crate::config::{self, Config};
 use crate::error::ProxyError;
+use crate::mirror::compare_pool::ComparePool;
 use crate::mirror::{Mirror, MirrorJob, Pending, Served};
 use crate::record::{self, Recorder, ResponseCopy};
 use crate::routing::Routing;
@@ -124,7 +126,16 @@ impl Proxy {
         stats: StatsHandle,
         access_log: Option<AccessLog>,
     ) -> Result<Self, TlsError> {
-        let mirror = Mirror::new(config.shadow.max_in_flight, stats.clone());
+        let mirror = Mirror::new(
+            config.shadow.max_in_flight,
+            ByteBudget::new(config.shadow.max_buffered_bytes),
+            ComparePool::start(
+                config.compare.threads,
+                config.compare.queue,
+                config.compare.priority,
+            ),
+            stats.clone(),
+        );
         let backends = (config.stable.clone(), config.candidate.clone());
         Ok(Self {
             pools: Arc::new(BackendPools::new(
@@ -172,6 +183,10 @@ impl Proxy {
         if old.shadow.max_in_flight != settings.shadow.max_in_flight {
             self.inner.mirror.resize(settings.shadow.max_in_flight);
         }
+        self.inner
+            .mirror
+            .budget()
+            .set_limit(settings.shadow.max_buffered_bytes);
         self.inner.settings.store(Arc::new(settings));
     }
 
@@ -179,6 +194,16 @@ impl Proxy {
     pub fn mirrors_in_flight(&self) -> usize {
         let max = self.inner.settings.load().shadow.max_in_flight;
         self.inner.mirror.in_flight(max)
+    }
+
+    /// Bytes held by mirrors in flight, of `shadow.max_buffered_bytes`.
+    pub fn mirror_bytes_held(&self) -> usize {
+        self.inner.mirror.budget().used()
+    }
+
+    /// Large mirrored pairs waiting for a comparison thread.
+    pub fn comparisons_queued(&self) -> usize {
+        self.inner.mirror.comparisons_queued()
     }
 
     /// Serves one client request.
@@ -254,7 +279,12 @@ impl Proxy {
         });
         let (body, mirror_channels, record_copy) = match plan {
             MirrorPlan::Go(permit) => {
-                let (body, request_copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                let reservation = inner.mirror.budget().reservation();
+                let (body, request_copy) = TeeBody::capturing_within(
+                    body,
+                    settings.shadow.max_body_bytes,
+                    reservation.clone(),
+                );
                 let (request_copy, record_copy) = record::share(request_copy, recording.is_some());
                 let (served_tx, served_rx) = oneshot::channel();
                 let mut shadow_headers = parts.headers.clone();
@@ -279,6 +309,7 @@ impl Proxy {
                         max_body_bytes: settings.shadow.max_body_bytes,
                         timeout: settings.shadow.timeout,
                         served_timeout: pools.serve.timeout() + settings.shadow.timeout,
+                        reservation: reservation.clone(),
                     },
                     Pending {
                         request_body: request_copy,
@@ -286,7 +317,7 @@ impl Proxy {
                     },
                     permit,
                 );
-                (body, Some(served_tx), record_copy)
+                (body, Some((served_tx, reservation)), record_copy)
             }
             MirrorPlan::Skip(result) => {
                 inner.stats.record(Event::Shadow(result));
@@ -365,8 +396,12 @@ impl Proxy {
                 parts.version = client_version;
                 let status = parts.status.as_u16();
                 let body = match (mirror_channels, recording) {
-                    (Some(served), recording) => {
-                        let (body, copy) = TeeBody::capturing(body, settings.shadow.max_body_bytes);
+                    (Some((served, reservation)), recording) => {
+                        let (body, copy) = TeeBody::capturing_within(
+                            body,
+                            settings.shadow.max_body_bytes,
+                            reservation,
+                        );
                         let (copy, record_copy) = record::share(copy, recording.is_some());
                         let _ = served.send(Served::Response {
                             status,
@@ -419,7 +454,7 @@ impl Proxy {
                         settings.backend_header,
                     );
                 }
-                if let Some(served) = mirror_channels {
+                if let Some((served, _)) = mirror_channels {
                     let _ = served.send(Served::Failed);
                 }
                 if let Some((ticket, request)) = recording {
@@ -468,6 +503,11 @@ impl Proxy {
         }
         if declared_length(&parts.headers).is_some_and(|len| len > shadow.max_body_bytes as u64) {
             return MirrorPlan::Skip(ShadowResult::SkippedBody);
+        }
+        // Shed before it costs anything: with the comparison queue full, the
+        // other backend's answer could only be dropped.
+        if self.inner.mirror.comparisons_saturated() {
+            return MirrorPlan::Skip(ShadowResult::DroppedBusy);
         }
         match self.inner.mirror.try_reserve() {
             Some(permit) => MirrorPlan::Go(permit),

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::compare::{Difference, ElementCounts, Outcome};
 use crate::split::Backend;
 use crate::telemetry::Metrics;
-pub use window::{BackendStats, FailureKind, RoleStats, ShadowResult, WindowStats};
+pub use window::{BackendStats, DropReason, FailureKind, RoleStats, ShadowResult, WindowStats};
 use window::{ERROR_CLASS, outcome_index, status_class};
 
 /// Events buffered between the data path and the stats task: at 50k req/s
@@ -114,6 +114,22 @@ pub enum Event {
         elements: ElementCounts,
         mismatch: Option<Box<MismatchRecord>>,
     },
+    /// A mirrored pair that was not compared (see [`DropReason`]), with the
+    /// shadow's response when it answered cleanly: that still counts as
+    /// the shadowing backend's latency evidence.
+    CompareDropped {
+        shadow: Option<ShadowAnswer>,
+        reason: DropReason,
+    },
+}
+
+/// A shadow's clean response head, recorded with what became of its pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowAnswer {
+    /// The shadowing backend.
+    pub backend: Backend,
+    pub status: u16,
+    pub latency: Duration,
 }
 
 /// A consistent copy of the statistics at one moment.
@@ -369,6 +385,20 @@ impl StatsTask {
                 self.on_shadow(ShadowResult::Sent);
                 self.on_compared(outcome, elements, mismatch);
             }
+            Event::CompareDropped { shadow, reason } => {
+                if let Some(answer) = shadow {
+                    self.on_response(answer.backend, Role::Shadow, answer.status, answer.latency);
+                    self.on_shadow(ShadowResult::Sent);
+                }
+                self.on_compare_dropped(reason);
+            }
+        }
+    }
+
+    fn on_compare_dropped(&mut self, reason: DropReason) {
+        self.metrics.comparisons_dropped[reason.index()].increment(1);
+        for w in self.windows() {
+            w.compare_dropped[reason.index()] += 1;
         }
     }
 

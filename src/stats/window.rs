@@ -173,6 +173,11 @@ pub enum ShadowResult {
     Sent,
     /// `shadow.max_in_flight` mirrors were already running.
     DroppedOverload,
+    /// The comparison queue was full, so the mirror was not started: its
+    /// answer could only have been dropped.
+    DroppedBusy,
+    /// The request body did not fit `shadow.max_buffered_bytes`.
+    DroppedBudget,
     /// The request body exceeded `shadow.max_body_bytes` (or never completed).
     SkippedBody,
     /// The path is not in `shadow.routes`.
@@ -182,9 +187,11 @@ pub enum ShadowResult {
 }
 
 impl ShadowResult {
-    pub const ALL: [ShadowResult; 5] = [
+    pub const ALL: [ShadowResult; 7] = [
         Self::Sent,
         Self::DroppedOverload,
+        Self::DroppedBusy,
+        Self::DroppedBudget,
         Self::SkippedBody,
         Self::SkippedRoute,
         Self::Error,
@@ -194,9 +201,38 @@ impl ShadowResult {
         match self {
             Self::Sent => "sent",
             Self::DroppedOverload => "dropped_overload",
+            Self::DroppedBusy => "dropped_busy",
+            Self::DroppedBudget => "dropped_budget",
             Self::SkippedBody => "skipped_body",
             Self::SkippedRoute => "skipped_route",
             Self::Error => "error",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a mirrored pair was not compared. A dropped pair is no comparison:
+/// it changes no match rate; its shadow's answer still counts as latency
+/// and error evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// The comparison queue was full.
+    Busy,
+    /// The answers did not fit `shadow.max_buffered_bytes`.
+    Budget,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 2] = [Self::Busy, Self::Budget];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Busy => "busy",
+            Self::Budget => "budget",
         }
     }
 
@@ -219,7 +255,9 @@ pub struct WindowStats {
     pub comparisons: [u64; 5],
     pub elements: ElementCounts,
     /// Mirror outcomes in [`ShadowResult::ALL`] order.
-    pub shadow: [u64; 5],
+    pub shadow: [u64; 7],
+    /// Pairs not compared, in [`DropReason::ALL`] order.
+    pub compare_dropped: [u64; 2],
 }
 
 impl WindowStats {
@@ -246,6 +284,11 @@ impl WindowStats {
         self.comparisons_of(Outcome::Match) + self.comparisons_of(Outcome::Mismatch)
     }
 
+    /// Mirrored pairs that were not compared, for any reason.
+    pub fn compare_dropped_total(&self) -> u64 {
+        self.compare_dropped.iter().sum()
+    }
+
     /// Share of compared pairs that matched; `None` before any comparison.
     pub fn match_rate(&self) -> Option<f64> {
         let compared = self.compared();
@@ -259,6 +302,9 @@ impl WindowStats {
             *a += b;
         }
         for (a, b) in self.shadow.iter_mut().zip(other.shadow) {
+            *a += b;
+        }
+        for (a, b) in self.compare_dropped.iter_mut().zip(other.compare_dropped) {
             *a += b;
         }
         self.elements.matched += other.elements.matched;

@@ -54,6 +54,10 @@ pub struct Report {
     pub match_rate_ci: [f64; 2],
     /// By outcome: match, mismatch, stable_error, shadow_error, uncomparable.
     pub outcomes: BTreeMap<&'static str, u64>,
+    /// Pairs answered but not compared (a live proxy sheds them when its
+    /// comparison pool is saturated; a replay compares every pair, so this
+    /// is 0 unless that changes). They are no part of the match rate.
+    pub dropped: u64,
     pub elements: Elements,
     pub stable: RoleReport,
     pub candidate: RoleReport,
@@ -128,6 +132,7 @@ impl Report {
                 .iter()
                 .map(|o| (o.as_str(), w.comparisons_of(*o)))
                 .collect(),
+            dropped: w.compare_dropped_total(),
             elements: Elements {
                 matched: w.elements.matched,
                 mismatched: w.elements.mismatched,
@@ -199,6 +204,7 @@ impl Report {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         line(format!("outcomes      {}", outcomes.join(", ")));
+        line(format!("not compared  {} pairs dropped", self.dropped));
         line(format!(
             "elements      {} of {} rows agree ({})",
             self.elements.matched,

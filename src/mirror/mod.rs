@@ -2,10 +2,16 @@
 //! the two answers, entirely off the client's path.
 //!
 //! A mirror holds one permit of a fixed pool (`shadow.max_in_flight`) for its
-//! whole life; when none is free the mirror is dropped and counted, so the
-//! shadow's memory and connections stay bounded however slow or broken the
-//! shadow backend is. A mirror's failure is an outcome and a counter — it
+//! whole life, and one reservation on the shadow's byte budget
+//! (`shadow.max_buffered_bytes`) for every byte it keeps; when either runs
+//! out the mirror is dropped and counted, so the shadow's memory and
+//! connections stay bounded however large the payloads and however slow or
+//! broken the shadow backend is. Small pairs are compared inline; large
+//! ones go to the [`compare_pool`], whose threads only take CPU time that
+//! serving leaves idle. A mirror's failure is an outcome and a counter — it
 //! must never surface as a client error or delay a client response.
+
+pub mod compare_pool;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,16 +20,23 @@ use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
+use crate::budget::{ByteBudget, Reservation};
 use crate::compare::{Comparator, ElementCounts, Observed, Outcome};
 use crate::proxy::body::Captured;
 use crate::split::Backend;
 use crate::stats::window;
-use crate::stats::{Event, FailureKind, MismatchRecord, Role, ShadowResult, StatsHandle, unix_ms};
+use crate::stats::{
+    DropReason, Event, FailureKind, MismatchRecord, Role, ShadowAnswer, ShadowResult, StatsHandle,
+    unix_ms,
+};
 use crate::upstream::{Upstream, UpstreamError};
+
+use compare_pool::ComparePool;
 
 /// What the serving backend answered, as the data path saw it.
 #[derive(Debug)]
@@ -57,6 +70,8 @@ pub struct MirrorJob {
     /// How long to wait for the serving side's body before giving up on
     /// comparing.
     pub served_timeout: Duration,
+    /// The bytes this mirror holds, shared with the captures that feed it.
+    pub reservation: Arc<Reservation>,
 }
 
 /// What the data path delivers to a running mirror later.
@@ -66,18 +81,44 @@ pub struct Pending {
     pub served: oneshot::Receiver<Served>,
 }
 
-/// The bounded pool of in-flight mirrors.
+/// The bounded pool of in-flight mirrors, their byte budget and the
+/// threads that compare their large pairs.
 pub struct Mirror {
     permits: ArcSwap<Semaphore>,
     stats: StatsHandle,
+    budget: Arc<ByteBudget>,
+    comparisons: Arc<ComparePool>,
 }
 
 impl Mirror {
-    pub fn new(max_in_flight: usize, stats: StatsHandle) -> Self {
+    pub fn new(
+        max_in_flight: usize,
+        budget: Arc<ByteBudget>,
+        comparisons: Arc<ComparePool>,
+        stats: StatsHandle,
+    ) -> Self {
         Self {
             permits: ArcSwap::from_pointee(Semaphore::new(max_in_flight)),
             stats,
+            budget,
+            comparisons,
         }
+    }
+
+    /// The shadow's byte budget, from which each mirror reserves.
+    pub fn budget(&self) -> &Arc<ByteBudget> {
+        &self.budget
+    }
+
+    /// Whether the comparison queue is full: a mirror started now would
+    /// make the other backend answer only to be dropped at its comparison.
+    pub fn comparisons_saturated(&self) -> bool {
+        self.comparisons.saturated()
+    }
+
+    /// Large pairs waiting for a comparison thread.
+    pub fn comparisons_queued(&self) -> usize {
+        self.comparisons.queued()
     }
 
     /// Resizes the pool; mirrors holding permits of the old pool finish
@@ -99,21 +140,26 @@ impl Mirror {
     /// Starts the mirror in the background; returns at once.
     pub fn spawn(&self, job: MirrorJob, pending: Pending, permit: OwnedSemaphorePermit) {
         let stats = self.stats.clone();
+        let comparisons = self.comparisons.clone();
         // Boxed: the task cell then holds a pointer, not the mirror's ~3 KiB
         // state, which tokio would otherwise copy in and out of the cell.
         let mirror = Box::pin(async move {
-            run(job, pending, &stats).await;
+            run(job, pending, &stats, &comparisons).await;
             drop(permit);
         });
         tokio::spawn(mirror);
     }
 }
 
-async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle) {
+async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle, comparisons: &ComparePool) {
     let body = match pending.request_body.await {
         Ok(Captured::Complete { body, .. }) => body,
         Ok(Captured::Overflow) => {
             stats.record(Event::Shadow(ShadowResult::SkippedBody));
+            return;
+        }
+        Ok(Captured::OverBudget) => {
+            stats.record(Event::Shadow(ShadowResult::DroppedBudget));
             return;
         }
         // The body never completed: the client went away, or the serving
@@ -140,46 +186,112 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle) {
     // The headers go out once: moved into the request, not cloned.
     let headers = std::mem::take(&mut job.headers);
     let (shadow, head) = send(&job, headers, body, shadow_backend, stats).await;
+    if matches!(shadow, Answer::OverBudget) {
+        return record_dropped(stats, head, DropReason::Budget);
+    }
     let served = wait_served(pending.served, job.served_timeout).await;
+    if matches!(served, Answer::OverBudget) {
+        return record_dropped(stats, head, DropReason::Budget);
+    }
     let (stable, candidate) = match job.serving {
         Backend::Stable => (served, shadow),
         Backend::Candidate => (shadow, served),
     };
-    let Some(comparison) = compare_off_the_hot_path(&job.comparator, stable, candidate).await
-    else {
-        // The serving side's body never completed: nothing to compare.
-        record_judged(stats, head, Outcome::Uncomparable, Default::default(), None);
-        return;
-    };
-    let mismatch = comparison.difference.map(|difference| {
-        Box::new(MismatchRecord {
-            at_ms: unix_ms(),
-            request_id: String::from_utf8_lossy(job.request_id.as_bytes()).into_owned(),
-            method: job.method.to_string(),
-            path: job
-                .path_and_query
-                .as_ref()
-                .map(|p| p.path().to_owned())
-                .unwrap_or_else(|| "/".into()),
-            difference,
-        })
-    });
-    record_judged(
-        stats,
+    let pair = Pair {
+        stable,
+        candidate,
         head,
-        comparison.outcome,
-        comparison.elements,
-        mismatch,
-    );
+        comparator: job.comparator,
+        request_id: job.request_id,
+        method: job.method,
+        path_and_query: job.path_and_query,
+        stats: stats.clone(),
+        _bytes: job.reservation,
+    };
+    if pair.body_len() <= INLINE_COMPARE_BYTES {
+        return pair.judge();
+    }
+    if comparisons.try_submit(move || pair.judge()).is_err() {
+        record_dropped(stats, head, DropReason::Busy);
+    }
+}
+
+/// Bodies up to this size are compared inline, on the worker that ran the
+/// mirror: a few microseconds, less than handing the pair to another
+/// thread costs. Larger pairs go to the comparison pool, so that hundreds
+/// of kilobytes of JSON never take a serving worker's time.
+const INLINE_COMPARE_BYTES: usize = 16 * 1024;
+
+/// Both answers of one mirrored request, ready to be judged, with what a
+/// mismatch record needs and the budget reservation for their bytes.
+struct Pair {
+    stable: Answer,
+    candidate: Answer,
+    head: Option<ShadowHead>,
+    comparator: Arc<Comparator>,
+    request_id: HeaderValue,
+    method: Method,
+    path_and_query: Option<PathAndQuery>,
+    stats: StatsHandle,
+    /// Released when the pair (and so its bodies) is dropped.
+    _bytes: Arc<Reservation>,
+}
+
+impl Pair {
+    fn body_len(&self) -> usize {
+        self.stable.body_len().max(self.candidate.body_len())
+    }
+
+    /// Compares the two answers and records the outcome with the shadow's
+    /// response, in one event.
+    fn judge(self) {
+        let (Some(stable), Some(candidate)) = (self.stable.observed(), self.candidate.observed())
+        else {
+            // The serving side's body never completed: nothing to compare.
+            return record_judged(
+                &self.stats,
+                self.head,
+                Outcome::Uncomparable,
+                Default::default(),
+                None,
+            );
+        };
+        let comparison = self.comparator.compare(&stable, &candidate);
+        let mismatch = comparison.difference.map(|difference| {
+            Box::new(MismatchRecord {
+                at_ms: unix_ms(),
+                request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
+                method: self.method.to_string(),
+                path: self
+                    .path_and_query
+                    .as_ref()
+                    .map(|p| p.path().to_owned())
+                    .unwrap_or_else(|| "/".into()),
+                difference,
+            })
+        });
+        record_judged(
+            &self.stats,
+            self.head,
+            comparison.outcome,
+            comparison.elements,
+            mismatch,
+        );
+    }
+}
+
+/// A pair that will not be compared: the shadow's answer still counts as
+/// latency evidence, but the pair is no comparison.
+fn record_dropped(stats: &StatsHandle, head: Option<ShadowHead>, reason: DropReason) {
+    stats.record(Event::CompareDropped {
+        shadow: head,
+        reason,
+    });
 }
 
 /// The shadow's response head, not yet recorded: a mirror whose shadow
 /// answered cleanly reports it with its outcome, in one event.
-struct ShadowHead {
-    backend: Backend,
-    status: u16,
-    latency: Duration,
-}
+type ShadowHead = ShadowAnswer;
 
 fn record_judged(
     stats: &StatsHandle,
@@ -205,30 +317,6 @@ fn record_judged(
     });
 }
 
-/// Bodies up to this size are compared inline (microseconds); larger ones on
-/// the blocking pool, so a megabyte of JSON never stalls the worker that is
-/// serving clients.
-const INLINE_COMPARE_BYTES: usize = 64 * 1024;
-
-/// Compares two answers; `None` when either is unknown.
-async fn compare_off_the_hot_path(
-    comparator: &Arc<Comparator>,
-    stable: Answer,
-    candidate: Answer,
-) -> Option<crate::compare::Comparison> {
-    let large = stable.body_len().max(candidate.body_len()) > INLINE_COMPARE_BYTES;
-    if !large {
-        return Some(comparator.compare(&stable.observed()?, &candidate.observed()?));
-    }
-    let comparator = comparator.clone();
-    tokio::task::spawn_blocking(move || {
-        Some(comparator.compare(&stable.observed()?, &candidate.observed()?))
-    })
-    .await
-    .ok()
-    .flatten()
-}
-
 /// A backend's answer with its body collected (up to a cap).
 enum Answer {
     Failed,
@@ -241,6 +329,8 @@ enum Answer {
     },
     /// The exchange broke off on the serving side (client went away).
     Unknown,
+    /// The body did not fit the shadow's byte budget: not compared.
+    OverBudget,
 }
 
 impl Answer {
@@ -267,7 +357,7 @@ impl Answer {
                 body,
                 truncated: *truncated,
             }),
-            Answer::Unknown => None,
+            Answer::Unknown | Answer::OverBudget => None,
         }
     }
 }
@@ -317,6 +407,7 @@ async fn send(
         body,
         truncated,
         grpc_failed,
+        over_budget,
     } = match result {
         Ok(collected) => collected,
         Err(Broke::Head(e)) => {
@@ -337,6 +428,9 @@ async fn send(
         }
     };
     let head = head.expect("a collected body follows a head");
+    if over_budget {
+        return (Answer::OverBudget, Some(head));
+    }
     let answer = Answer::Response {
         status: head.status,
         body,
@@ -360,6 +454,8 @@ struct Collected {
     truncated: bool,
     /// A gRPC call that failed, by its head or its trailers.
     grpc_failed: bool,
+    /// The body did not fit the byte budget; reading stopped there.
+    over_budget: bool,
 }
 
 /// How a shadow exchange broke off.
@@ -391,7 +487,29 @@ async fn exchange(
     });
     let mut grpc_failed = window::grpc_failed(response.headers());
     let mut body = response.into_body();
+    let stop = |collected: BytesMut, truncated, over_budget, grpc_failed| Collected {
+        body: collected.freeze(),
+        truncated,
+        grpc_failed,
+        over_budget,
+    };
+    // A declared length is reserved (and allocated) up front; otherwise the
+    // reservation follows the buffer's capacity as the chunks arrive.
+    let declared = body
+        .size_hint()
+        .exact()
+        .and_then(|n| usize::try_from(n).ok());
     let mut collected = BytesMut::new();
+    let mut reserved = 0;
+    if let Some(length) = declared.filter(|n| *n <= job.max_body_bytes) {
+        if !job.reservation.grow(length) {
+            // Dropping the unread body closes the connection: a 10 MB answer
+            // that does not fit is never read at all.
+            return Ok(stop(collected, false, true, grpc_failed));
+        }
+        reserved = length;
+        collected.reserve(length);
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Broke::Body)?;
         if let Some(trailers) = frame.trailers_ref() {
@@ -401,20 +519,19 @@ async fn exchange(
             if collected.len() + data.len() > job.max_body_bytes {
                 // Stop reading: the copy is uncomparable anyway, and
                 // dropping the body closes the connection.
-                return Ok(Collected {
-                    body: collected.freeze(),
-                    truncated: true,
-                    grpc_failed,
-                });
+                return Ok(stop(collected, true, false, grpc_failed));
+            }
+            collected.reserve(data.len());
+            if collected.capacity() > reserved {
+                if !job.reservation.grow(collected.capacity() - reserved) {
+                    return Ok(stop(BytesMut::new(), false, true, grpc_failed));
+                }
+                reserved = collected.capacity();
             }
             collected.extend_from_slice(data);
         }
     }
-    Ok(Collected {
-        body: collected.freeze(),
-        truncated: false,
-        grpc_failed,
-    })
+    Ok(stop(collected, false, false, grpc_failed))
 }
 
 async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answer {
@@ -432,6 +549,7 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
                     truncated: false,
                     grpc_failed: grpc_failed || trailers.as_ref().is_some_and(window::grpc_failed),
                 },
+                Ok(Captured::OverBudget) => Answer::OverBudget,
                 Ok(Captured::Overflow) => Answer::Response {
                     status,
                     body: Bytes::new(),
