@@ -48,12 +48,14 @@ impl ProxyError {
     }
 
     /// The status the client sees: 504 when the backend was too slow, 502
-    /// when it was unreachable or answered garbage, 503 when we are full,
+    /// when it was unreachable or answered garbage, 503 when we are full or
+    /// every connection slot to the backend stayed busy,
     /// 413 for a body over the limit, 400 for a body that broke off, 408 for
     /// an upload that stalled.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -69,6 +71,7 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => "upstream timed out",
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "upstream failed",
+            ProxyError::Upstream(UpstreamError::Busy { .. }) => "upstream busy",
             ProxyError::Overloaded => "overloaded",
             ProxyError::BodyTooLarge { .. } => "request body too large",
             ProxyError::ClientAborted => "request body incomplete",

@@ -155,7 +155,7 @@ const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
     (
         "understudy_requests_rejected_total",
         Kind::Counter,
-        "Client requests answered by the proxy itself because of the client: body over listen.max_body_bytes (413) or an upload that broke off.",
+        "Client requests answered by the proxy itself, by reason: body over listen.max_body_bytes (413), an upload that broke off (400) or was too slow (408), or every connection slot to the serving backend busy for its whole timeout (503, backend_busy: the proxy's queueing, never counted against the backend).",
     ),
     (
         "understudy_fleet_replicas",
@@ -223,6 +223,8 @@ pub struct Metrics {
     pub client_aborted: Counter,
     /// `understudy_requests_rejected_total{reason="client_timeout"}`
     pub client_timeout: Counter,
+    /// `understudy_requests_rejected_total{reason="backend_busy"}`
+    pub backend_busy: Counter,
 }
 
 impl Metrics {
@@ -327,6 +329,10 @@ impl Metrics {
             client_timeout: r.counter(
                 "understudy_requests_rejected_total",
                 &[("reason", "client_timeout")],
+            ),
+            backend_busy: r.counter(
+                "understudy_requests_rejected_total",
+                &[("reason", "backend_busy")],
             ),
             handle,
             recorder,

@@ -101,6 +101,17 @@ impl Checker<'_> {
                 raw.listen.body_idle_timeout,
                 DEFAULT_BODY_IDLE_TIMEOUT,
             ),
+            request_buffer_bytes: self.count(
+                "listen.request_buffer_bytes",
+                raw.listen.request_buffer_bytes,
+                DEFAULT_REQUEST_BUFFER_BYTES,
+                0,
+            ),
+            request_buffer_timeout: self.duration(
+                "listen.request_buffer_timeout",
+                raw.listen.request_buffer_timeout,
+                DEFAULT_REQUEST_BUFFER_TIMEOUT,
+            ),
             tls: raw.listen.tls.and_then(|t| self.listen_tls(t)),
         };
         let admin = self.admin(raw.admin, token_env);

@@ -81,6 +81,15 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// nginx's client_body_timeout: the longest pause allowed between two reads
 /// of a request body.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Request bodies up to this size are read whole before they take one of
+/// the backend's connection slots (nginx buffers whole bodies by default):
+/// inference inputs are rarely larger, and it matches
+/// `shadow.max_body_bytes`, the largest body the mirror copies anyway.
+pub const DEFAULT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
+/// The buffered part of a body must arrive within this: a megabyte takes
+/// under a second on any real network, and a trickle of a byte every few
+/// seconds (which never trips the idle timeout) is cut off here.
+pub const DEFAULT_REQUEST_BUFFER_TIMEOUT: Duration = Duration::from_secs(30);
 /// nginx accepts request heads up to 4 × 8 KiB buffers; 64 KiB leaves room
 /// for large tokens and tracing headers.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -143,6 +152,11 @@ pub struct Listen {
     pub max_body_bytes: Option<u64>,
     /// A request body that sends nothing for this long gets 408.
     pub body_idle_timeout: Duration,
+    /// Request bodies up to this size are read whole before a backend
+    /// connection slot is taken; larger ones stream after this much.
+    pub request_buffer_bytes: usize,
+    /// The buffered part of a request body must arrive within this (408).
+    pub request_buffer_timeout: Duration,
     /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext.
     pub tls: Option<ListenTls>,
 }

@@ -40,6 +40,8 @@ pub struct RawListen {
     pub max_header_bytes: Option<i64>,
     pub max_body_bytes: Option<i64>,
     pub body_idle_timeout: Option<String>,
+    pub request_buffer_bytes: Option<i64>,
+    pub request_buffer_timeout: Option<String>,
     pub tls: Option<RawListenTls>,
 }
 

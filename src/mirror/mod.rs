@@ -575,7 +575,9 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
 pub fn failure_kind(error: &UpstreamError) -> FailureKind {
     match error {
         UpstreamError::Connect { .. } => FailureKind::Connect,
-        UpstreamError::Timeout { .. } => FailureKind::Timeout,
+        // Busy comes only from the serving pools' slots, which the proxy
+        // counts as its own queueing; the shadow pool has none.
+        UpstreamError::Timeout { .. } | UpstreamError::Busy { .. } => FailureKind::Timeout,
         UpstreamError::Protocol { .. } => FailureKind::Protocol,
     }
 }

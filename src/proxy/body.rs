@@ -124,6 +124,10 @@ pub enum BodyError {
     /// The body's source sent nothing for too long (a stalled upload).
     #[error("body sent nothing for {timeout:?}")]
     Idle { timeout: Duration },
+    /// The buffered part of a request body did not arrive within
+    /// `listen.request_buffer_timeout` (an upload too slow as a whole).
+    #[error("body not received within {timeout:?}")]
+    Deadline { timeout: Duration },
     /// The body's own source broke off (for a request: the client).
     #[error("body stream broke off: {0}")]
     Source(#[source] BoxError),

@@ -10,9 +10,11 @@ pub mod body;
 pub mod headers;
 mod ids;
 mod pools;
+pub mod prebuffer;
 pub mod response;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -35,10 +37,12 @@ use crate::routing::Routing;
 use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
 use crate::tls::TlsError;
+use crate::upstream::UpstreamError;
 use body::{BodyError, TeeBody};
 use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
 use ids::RequestIds;
 use pools::BackendPools;
+use prebuffer::prebuffer;
 pub use response::ProxyBody;
 
 /// Settings that a config reload replaces at once.
@@ -47,7 +51,11 @@ pub struct Settings {
     /// `listen.max_body_bytes`.
     pub max_body_bytes: Option<u64>,
     /// `listen.body_idle_timeout`.
-    pub body_idle_timeout: std::time::Duration,
+    pub body_idle_timeout: Duration,
+    /// `listen.request_buffer_bytes`.
+    pub request_buffer_bytes: usize,
+    /// `listen.request_buffer_timeout`.
+    pub request_buffer_timeout: Duration,
     pub comparator: Arc<Comparator>,
     pub backend_header: bool,
     pub sticky: Option<StickyKey>,
@@ -59,6 +67,8 @@ impl Settings {
             shadow: config.shadow.clone(),
             max_body_bytes: config.listen.max_body_bytes,
             body_idle_timeout: config.listen.body_idle_timeout,
+            request_buffer_bytes: config.listen.request_buffer_bytes,
+            request_buffer_timeout: config.listen.request_buffer_timeout,
             comparator: Arc::new(Comparator::new(&config.compare.spec)?),
             backend_header: config.listen.backend_header,
             sticky: config.split.sticky.clone(),
@@ -338,6 +348,28 @@ impl Proxy {
             .with_limit(settings.max_body_bytes)
             .with_idle_timeout(Some(settings.body_idle_timeout))
             .with_progress();
+        let buffering = prebuffer(
+            body,
+            settings.request_buffer_bytes,
+            settings.request_buffer_timeout,
+        );
+        let body = match buffering.await {
+            Ok(body) => body,
+            Err(error) => {
+                // The client's body failed before any backend saw it: its
+                // fault, and nothing to count against a backend.
+                let error = self.client_fault(&error);
+                log_access(
+                    &access,
+                    &request_id,
+                    serving,
+                    error.status().as_u16(),
+                    Duration::ZERO,
+                );
+                let backend = serving.as_str();
+                return error_response(&error, backend, &request_id, settings.backend_header);
+            }
+        };
         parts.uri = pools.serve.uri_for(parts.uri.path_and_query());
         parts.version = pools.serve.version();
         let upstream_request = Request::from_parts(parts, Box::new(body));
@@ -353,20 +385,7 @@ impl Proxy {
             Err(error) => (Err(error), called),
         };
         let latency = started.elapsed();
-        let log = |status: u16| {
-            if let Some((log, method, path, shadow)) = &access {
-                log.log(&Entry {
-                    time: now_rfc3339(),
-                    request_id: request_id.to_str().unwrap_or("-"),
-                    method: method.as_str(),
-                    path,
-                    backend: serving.as_str(),
-                    status,
-                    latency_ms: latency.as_secs_f64() * 1000.0,
-                    shadow,
-                });
-            }
-        };
+        let log = |status: u16| log_access(&access, &request_id, serving, status, latency);
 
         match result {
             Ok(response) => {
@@ -430,21 +449,7 @@ impl Proxy {
                 // A failure caused by the client's own body is not the
                 // backend's: answer for the client and count nothing
                 // against the backend (the mirror sees the body closed).
-                let client_fault = match BodyError::find(&error) {
-                    Some(BodyError::TooLarge { limit }) => {
-                        inner.metrics().body_too_large.increment(1);
-                        Some(ProxyError::BodyTooLarge { limit: *limit })
-                    }
-                    Some(BodyError::Source(_)) => {
-                        inner.metrics().client_aborted.increment(1);
-                        Some(ProxyError::ClientAborted)
-                    }
-                    Some(BodyError::Idle { timeout }) => {
-                        inner.metrics().client_timeout.increment(1);
-                        Some(ProxyError::ClientTimeout { timeout: *timeout })
-                    }
-                    None => None,
-                };
+                let client_fault = BodyError::find(&error).map(|e| self.client_fault(e));
                 if let Some(error) = client_fault {
                     log(error.status().as_u16());
                     return error_response(
@@ -453,6 +458,16 @@ impl Proxy {
                         &request_id,
                         settings.backend_header,
                     );
+                }
+                if let UpstreamError::Busy { .. } = error {
+                    // The proxy's own queue ran out, not the backend: no
+                    // failure to count against it, and the mirror's pair is
+                    // left without a stable answer (uncomparable).
+                    inner.metrics().backend_busy.increment(1);
+                    let error = ProxyError::from(error);
+                    log(error.status().as_u16());
+                    let backend = serving.as_str();
+                    return error_response(&error, backend, &request_id, settings.backend_header);
                 }
                 if let Some((served, _)) = mirror_channels {
                     let _ = served.send(Served::Failed);
@@ -485,6 +500,26 @@ impl Proxy {
         }
     }
 
+    /// The answer to a request whose own body failed, counted as the
+    /// client's doing.
+    fn client_fault(&self, error: &BodyError) -> ProxyError {
+        let metrics = self.inner.metrics();
+        match error {
+            BodyError::TooLarge { limit } => {
+                metrics.body_too_large.increment(1);
+                ProxyError::BodyTooLarge { limit: *limit }
+            }
+            BodyError::Source(_) => {
+                metrics.client_aborted.increment(1);
+                ProxyError::ClientAborted
+            }
+            BodyError::Idle { timeout } | BodyError::Deadline { timeout } => {
+                metrics.client_timeout.increment(1);
+                ProxyError::ClientTimeout { timeout: *timeout }
+            }
+        }
+    }
+
     fn plan_mirror(
         &self,
         settings: &Settings,
@@ -513,6 +548,28 @@ impl Proxy {
             Some(permit) => MirrorPlan::Go(permit),
             None => MirrorPlan::Skip(ShadowResult::DroppedOverload),
         }
+    }
+}
+
+/// Writes one access-log line, when the access log is on.
+fn log_access(
+    access: &Option<(&AccessLog, http::Method, String, &'static str)>,
+    request_id: &HeaderValue,
+    serving: Backend,
+    status: u16,
+    latency: Duration,
+) {
+    if let Some((log, method, path, shadow)) = access {
+        log.log(&Entry {
+            time: now_rfc3339(),
+            request_id: request_id.to_str().unwrap_or("-"),
+            method: method.as_str(),
+            path,
+            backend: serving.as_str(),
+            status,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            shadow,
+        });
     }
 }
 

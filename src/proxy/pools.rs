@@ -9,6 +9,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::body::TeeBody;
+use super::prebuffer::Prebuffered;
 use crate::config;
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
@@ -19,7 +20,7 @@ use crate::upstream::Upstream;
 /// upstream connection, boxed about 8 KiB (measured with massif: the largest
 /// item of peak memory at 1,000 connections). One small allocation per
 /// request buys it.
-pub type UploadBody = Box<TeeBody<Incoming>>;
+pub type UploadBody = Box<Prebuffered<TeeBody<Incoming>>>;
 
 /// One backend's two pools: serving and shadowing.
 pub(super) struct Pools {

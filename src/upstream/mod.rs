@@ -58,6 +58,14 @@ pub enum UpstreamError {
         backend: &'static str,
         timeout: Duration,
     },
+    /// Every connection slot to the backend (`max_connections`) stayed
+    /// taken for the whole wait: the proxy's queue, not the backend's
+    /// answer, ran out of time.
+    #[error("all connection slots to {backend} stayed busy for {waited:?}")]
+    Busy {
+        backend: &'static str,
+        waited: Duration,
+    },
     #[error("{backend} failed the request: {source}")]
     Protocol {
         backend: &'static str,
@@ -278,7 +286,10 @@ where
         }
         match tokio::time::timeout(timeout, slots.clone().acquire_owned()).await {
             Ok(slot) => Ok(Some(slot.expect("the slots semaphore is never closed"))),
-            Err(_) => Err(self.timed_out(timeout)),
+            Err(_) => Err(UpstreamError::Busy {
+                backend: self.name,
+                waited: timeout,
+            }),
         }
     }
 

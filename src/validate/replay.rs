@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::compare::{Comparator, Comparison, Difference, Observed};
 use crate::stats::window::{self, ERROR_CLASS, FailureKind, RoleStats, WindowStats};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::Upstream;
 
 use super::input::Numbered;
 
@@ -167,13 +167,8 @@ async fn send(
     let response = match upstream.send(request, upstream.timeout()).await {
         Ok(response) => response,
         Err(error) => {
-            let kind = match error {
-                UpstreamError::Connect { .. } => FailureKind::Connect,
-                UpstreamError::Timeout { .. } => FailureKind::Timeout,
-                UpstreamError::Protocol { .. } => FailureKind::Protocol,
-            };
             return Answer::Failed {
-                kind,
+                kind: crate::mirror::failure_kind(&error),
                 latency: started.elapsed(),
             };
         }

@@ -1,0 +1,156 @@
+//! Slow and hostile clients cost themselves, not the backend: slow uploads
+//! never hold the serving backend's connection slots (request buffering),
+//! a trickled upload is cut off by the whole-body deadline, and a wait for
+//! a slot that runs out is the proxy's 503, never the backend's failure.
+
+mod harness;
+mod support;
+
+use std::time::Duration;
+
+use harness::metric;
+use http::Method;
+use support::{FakeUpstream, Reply, http_client, send};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const OK_BODY: &str = r#"{"predictions":[1]}"#;
+
+fn count(metrics: &str, series: &str) -> f64 {
+    metric(metrics, series).unwrap_or(0.0)
+}
+
+/// One worker, so the backend's `max_connections` is not divided further.
+fn config(stable: &str, max_connections: usize, timeout: &str, listen: &str) -> String {
+    let text = harness::config_text(stable, None, "");
+    let text = text.replacen("[listen]\n", &format!("[listen]\nworkers = 1\n{listen}"), 1);
+    let backend = format!("url = \"{stable}\"\ntimeout = \"5s\"\n");
+    assert!(text.contains(&backend), "harness config changed:\n{text}");
+    text.replacen(
+        &backend,
+        &format!(
+            "url = \"{stable}\"\ntimeout = \"{timeout}\"\nmax_connections = {max_connections}\n"
+        ),
+        1,
+    )
+}
+
+/// A client that sends its request head, then one body byte every 200 ms.
+async fn trickle(addr: String) -> String {
+    let mut stream = TcpStream::connect(&addr).await.unwrap();
+    let head = "POST /v1/models/m:predict HTTP/1.1\r\nHost: p\r\n\
+                Content-Length: 1000\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    for _ in 0..200 {
+        if stream.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut chunk = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => response.extend_from_slice(&chunk[..n]),
+            Err(_) => {}
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_hold_no_backend_slot_and_are_cut_off_by_the_deadline() {
+    let stable = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
+    // Two slots to stable; ten clients trickling their bodies.
+    let text = config(&stable.url(), 2, "5s", "request_buffer_timeout = \"2s\"\n");
+    let proxy = harness::start_text(&text).await;
+    let addr = proxy.url.trim_start_matches("http://").to_owned();
+    let slow: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(trickle(addr.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile, other clients are served at once: the slow uploads are
+    // buffered by the proxy and never reach stable.
+    let client = http_client();
+    let url = format!("{}/v1/models/m:predict", proxy.url);
+    for i in 0..20 {
+        let (status, _, body) = send(&client, Method::POST, &url, &[], "{}").await;
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(&body[..], OK_BODY.as_bytes());
+    }
+    assert_eq!(
+        stable.received().await.len(),
+        20,
+        "no slow upload reached stable"
+    );
+
+    for upload in slow {
+        let response = upload.await.unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 408"),
+            "a trickled upload ends with 408 at the deadline, got:\n{response}"
+        );
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        count(
+            &metrics,
+            r#"understudy_requests_rejected_total{reason="client_timeout"}"#
+        ),
+        10.0
+    );
+    assert_eq!(stable.received().await.len(), 20);
+    proxy.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_for_a_busy_backend_slot_is_the_proxys_503_not_the_backends_fault() {
+    // Stable answers at once but takes 3 s over its body: the first
+    // request holds the only slot for that long, past the 1 s wait.
+    let parts = [r#"{"predictions":"#, "[1]}"];
+    let stable = FakeUpstream::start(Reply::chunked(parts, Duration::from_secs(3))).await;
+    let text = config(&stable.url(), 1, "1s", "");
+    let proxy = harness::start_text(&text).await;
+    let url = format!("{}/v1/models/m:predict", proxy.url);
+
+    // The first request takes the only slot.
+    let first = {
+        let url = url.clone();
+        tokio::spawn(async move { send(&http_client(), Method::POST, &url, &[], "{}").await })
+    };
+    assert!(stable.wait_for_requests(1, Duration::from_secs(10)).await);
+    let (status, _, body) = send(&http_client(), Method::POST, &url, &[], "{}").await;
+    assert_eq!(status, 503, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("upstream busy"));
+    let (first_status, _, first_body) = first.await.unwrap();
+    assert_eq!(first_status, 200);
+    assert_eq!(&first_body[..], OK_BODY.as_bytes());
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        count(
+            &metrics,
+            r#"understudy_requests_rejected_total{reason="backend_busy"}"#
+        ),
+        1.0
+    );
+    let stable_timeouts = count(
+        &metrics,
+        r#"understudy_upstream_failures_total{backend="stable",role="serve",kind="timeout"}"#,
+    );
+    assert_eq!(
+        stable_timeouts, 0.0,
+        "the proxy's queue is not stable's timeout"
+    );
+    let stable_errors = count(
+        &metrics,
+        r#"understudy_requests_total{backend="stable",role="serve",status_class="error"}"#,
+    );
+    assert_eq!(stable_errors, 0.0);
+    assert_eq!(
+        stable.received().await.len(),
+        1,
+        "the queued request never reached stable"
+    );
+    proxy.stop().await;
+}
