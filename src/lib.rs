@@ -45,6 +45,7 @@ pub mod proxy;
 pub mod record;
 pub mod rollout;
 pub mod routing;
+pub mod send_timeout;
 pub mod server;
 pub mod split;
 pub mod stats;

@@ -154,3 +154,39 @@ async fn a_wait_for_a_busy_backend_slot_is_the_proxys_503_not_the_backends_fault
     );
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend_slot() {
+    let stable = FakeUpstream::builder()
+        .respond(Reply::large(64 << 20))
+        .route("/small", Reply::json(200, OK_BODY))
+        .start()
+        .await;
+    let text = config(&stable.url(), 1, "10s", "send_timeout = \"1s\"\n");
+    let proxy = harness::start_text(&text).await;
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+
+    // A reader with a tiny receive window that never reads: the proxy's
+    // writes stall once the socket buffers are full.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    let head = "GET /large HTTP/1.1\r\nHost: p\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    assert!(stable.wait_for_requests(1, Duration::from_secs(10)).await);
+
+    // It holds the only slot until the send timeout cuts it off; then the
+    // next client gets the slot, well within its 10 s wait.
+    let url = format!("{}/small", proxy.url);
+    let (status, _, body) = send(&http_client(), Method::GET, &url, &[], "").await;
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(&body[..], OK_BODY.as_bytes());
+
+    // The slow reader's connection is closed: draining it ends.
+    let mut sink = Vec::new();
+    let drained =
+        tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut sink)).await;
+    assert!(drained.is_ok(), "the stalled connection was closed");
+    assert!(sink.len() < 64 << 20, "it never got the whole answer");
+    proxy.stop().await;
+}

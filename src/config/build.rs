@@ -112,6 +112,11 @@ impl Checker<'_> {
                 raw.listen.request_buffer_timeout,
                 DEFAULT_REQUEST_BUFFER_TIMEOUT,
             ),
+            send_timeout: self.duration(
+                "listen.send_timeout",
+                raw.listen.send_timeout,
+                DEFAULT_SEND_TIMEOUT,
+            ),
             tls: raw.listen.tls.and_then(|t| self.listen_tls(t)),
         };
         let admin = self.admin(raw.admin, token_env);

@@ -90,6 +90,11 @@ pub const DEFAULT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
 /// under a second on any real network, and a trickle of a byte every few
 /// seconds (which never trips the idle timeout) is cut off here.
 pub const DEFAULT_REQUEST_BUFFER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client that takes none of its answer for this long is cut off, so a
+/// slow reader holds the backend's connection slot no longer. nginx's
+/// `send_timeout` is 60 s; half of that still leaves a mobile client on a
+/// bad link many retransmission rounds.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// nginx accepts request heads up to 4 × 8 KiB buffers; 64 KiB leaves room
 /// for large tokens and tracing headers.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -157,6 +162,8 @@ pub struct Listen {
     pub request_buffer_bytes: usize,
     /// The buffered part of a request body must arrive within this (408).
     pub request_buffer_timeout: Duration,
+    /// A client connection whose writes stall this long is closed.
+    pub send_timeout: Duration,
     /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext.
     pub tls: Option<ListenTls>,
 }

@@ -42,6 +42,7 @@ pub struct RawListen {
     pub body_idle_timeout: Option<String>,
     pub request_buffer_bytes: Option<i64>,
     pub request_buffer_timeout: Option<String>,
+    pub send_timeout: Option<String>,
     pub tls: Option<RawListenTls>,
 }
 
