@@ -1,9 +1,26 @@
 //! A minimal, fast model-server stand-in for load benchmarks: answers every
-//! request with a fixed small JSON body, optionally after a delay, on one
-//! or more ports. It reads and discards the request body, keeps connections
-//! alive, and does nothing else, so the proxy under test is what is measured.
+//! request with a fixed JSON body, optionally after a delay, on one or more
+//! ports. It reads and discards the request body, keeps connections alive,
+//! and does nothing else, so the proxy under test is what is measured.
 //!
-//! Usage: `fake_upstream PORT[:DELAY_MS] ...`, e.g. `fake_upstream 19001 19002 19003:50`.
+//! Usage: `fake_upstream PORT[:DELAY_MS][:BODY] ...`, e.g.
+//! `fake_upstream 19001 19003:50 19401:embeddings 19403:200:embeddings-candidate`.
+//! BODY is one of:
+//! * (absent) a small TF Serving-style answer of 40 bytes;
+//! * `embeddings`, `kserve`: the ML-sized answers of `payloads.rs`, and
+//!   `embeddings-candidate`, `kserve-candidate`: the same answers nudged
+//!   within tolerance, for a candidate port.
+//!
+//! On every port, the path `/1mb` is answered with a 1 MiB JSON document
+//! instead, so `benches/attack.sh` has a large answer for slow readers behind
+//! the same proxy.
+//!
+//! Every body is built once at start; each answer is a `Bytes` clone (a
+//! reference count), so a big answer costs the upstream no more CPU than the
+//! kernel's copy.
+
+#[path = "payloads.rs"]
+mod payloads;
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,18 +34,90 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-/// 40 bytes of JSON, like the anchor benchmark's upstreams.
-const BODY: &[u8] = br#"{"predictions":[[0.1,0.7,0.2]],"v":"1"}"#;
+use payloads::Payload;
+
+/// 40 bytes of JSON, like a small TF Serving answer.
+const SMALL_BODY: &[u8] = br#"{"predictions":[[0.1,0.7,0.2]],"v":"1"}"#;
+
+/// The path answered with the large document on every port.
+const LARGE_PATH: &str = "/1mb";
+/// Size of that document: far more than the socket buffers between a slow
+/// reader and the proxy, so the proxy holds the rest for the whole attack.
+const LARGE_BYTES: usize = 1024 * 1024;
+
+const USAGE: &str = "usage: fake_upstream PORT[:DELAY_MS][:BODY] ... \
+     (BODY: embeddings, embeddings-candidate, kserve, kserve-candidate)";
+
+/// One listening port and how it answers.
+struct Target {
+    port: u16,
+    delay: Duration,
+    body: Bytes,
+}
+
+/// What every port answers: its own body, or the large one on `LARGE_PATH`.
+#[derive(Clone)]
+struct Answers {
+    delay: Duration,
+    body: Bytes,
+    large: Bytes,
+}
+
+/// A JSON string padded to exactly `LARGE_BYTES`.
+fn large_document() -> Bytes {
+    let mut doc = Vec::with_capacity(LARGE_BYTES);
+    doc.extend_from_slice(br#"{"blob":""#);
+    doc.resize(LARGE_BYTES - 2, b'x');
+    doc.extend_from_slice(br#""}"#);
+    Bytes::from(doc)
+}
+
+/// Builds the body named on the command line.
+fn body(name: &str) -> Option<Bytes> {
+    let (payload, candidate) = match name.strip_suffix("-candidate") {
+        Some(base) => (Payload::parse(base)?, true),
+        None => (Payload::parse(name)?, false),
+    };
+    Some(Bytes::from(payload.body(candidate)))
+}
+
+/// Parses `PORT[:DELAY_MS][:BODY]`.
+fn target(arg: &str) -> Target {
+    let mut parts = arg.split(':');
+    let port = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{USAGE}: bad port in {arg:?}"));
+    let mut delay = Duration::ZERO;
+    let mut answer = Bytes::from_static(SMALL_BODY);
+    for part in parts {
+        if let Ok(ms) = part.parse() {
+            delay = Duration::from_millis(ms);
+        } else {
+            answer = body(part).unwrap_or_else(|| panic!("{USAGE}: unknown body {part:?}"));
+        }
+    }
+    Target {
+        port,
+        delay,
+        body: answer,
+    }
+}
 
 async fn answer(
     request: Request<Incoming>,
-    delay: Duration,
+    answers: Answers,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let body = if request.uri().path() == LARGE_PATH {
+        answers.large
+    } else {
+        answers.body
+    };
     let _ = request.into_body().collect().await;
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+    if !answers.delay.is_zero() {
+        tokio::time::sleep(answers.delay).await;
     }
-    let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+    let mut response = Response::new(Full::new(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -36,7 +125,9 @@ async fn answer(
     Ok(response)
 }
 
-async fn serve(port: u16, delay: Duration) {
+async fn serve(target: Target, large: Bytes) {
+    let Target { port, delay, body } = target;
+    let answers = Answers { delay, body, large };
     let listener = TcpListener::bind(("127.0.0.1", port))
         .await
         .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
@@ -45,8 +136,9 @@ async fn serve(port: u16, delay: Duration) {
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let answers = answers.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| answer(request, delay));
+            let service = service_fn(move |request| answer(request, answers.clone()));
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -55,20 +147,8 @@ async fn serve(port: u16, delay: Duration) {
 }
 
 fn main() {
-    let targets: Vec<(u16, Duration)> = std::env::args()
-        .skip(1)
-        .map(|arg| {
-            let (port, delay) = arg.split_once(':').unwrap_or((&arg, "0"));
-            (
-                port.parse().expect("PORT[:DELAY_MS]"),
-                Duration::from_millis(delay.parse().expect("PORT[:DELAY_MS]")),
-            )
-        })
-        .collect();
-    assert!(
-        !targets.is_empty(),
-        "usage: fake_upstream PORT[:DELAY_MS] ..."
-    );
+    let targets: Vec<Target> = std::env::args().skip(1).map(|a| target(&a)).collect();
+    assert!(!targets.is_empty(), "{USAGE}");
     // One worker thread: the upstream should take as little of the shared
     // cores as possible away from the proxies being compared.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -77,9 +157,10 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        let large = large_document();
         let mut tasks = Vec::new();
-        for (port, delay) in targets {
-            tasks.push(tokio::spawn(serve(port, delay)));
+        for target in targets {
+            tasks.push(tokio::spawn(serve(target, large.clone())));
         }
         for task in tasks {
             let _ = task.await;

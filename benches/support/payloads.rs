@@ -32,7 +32,7 @@ impl Payload {
 
     /// The answer's JSON; `candidate` nudges every value (see the module doc).
     pub fn body(self, candidate: bool) -> Vec<u8> {
-        let mut rng = SplitMix(0x5eed_0f_a11_5eed);
+        let mut rng = SplitMix(0x0005_eed0_fa11_5eed);
         let nudge = if candidate { 1.0 + 1e-6 } else { 1.0 };
         let mut out = String::new();
         match self {
@@ -42,7 +42,11 @@ impl Payload {
                     if item > 0 {
                         out.push(',');
                     }
-                    write!(out, r#"{{"object":"embedding","index":{item},"embedding":["#).unwrap();
+                    write!(
+                        out,
+                        r#"{{"object":"embedding","index":{item},"embedding":["#
+                    )
+                    .unwrap();
                     numbers(&mut out, &mut rng, 1536, nudge, |u| u * 0.2 - 0.1);
                     out.push_str("]}");
                 }
