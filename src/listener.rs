@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::Proxy;
 use crate::proxy::headers::ForwardedFor;
+use crate::send_timeout::SendTimeout;
 use crate::telemetry::Metrics;
 
 /// Accepts client connections and serves them with the proxy.
@@ -50,6 +51,8 @@ const MIN_BUF_SIZE: usize = 8192;
 pub struct Limits {
     pub header_read_timeout: Duration,
     pub max_header_bytes: usize,
+    /// A connection whose writes stall this long is closed.
+    pub send_timeout: Duration,
 }
 
 impl Limits {
@@ -108,6 +111,7 @@ struct Connection {
     watcher: Watcher,
     metrics: Arc<Metrics>,
     peer: SocketAddr,
+    send_timeout: Duration,
 }
 
 /// hyper's connection builders, configured once per worker.
@@ -179,6 +183,7 @@ impl Connection {
             watcher,
             metrics: _,
             peer,
+            send_timeout,
         } = self;
         let forwarded_for = ForwardedFor::new(peer.ip());
         let service = service_fn(move |request| {
@@ -186,7 +191,7 @@ impl Connection {
             let forwarded_for = forwarded_for.clone();
             async move { Ok::<_, Infallible>(proxy.handle(request, &forwarded_for, scheme).await) }
         });
-        let io = TokioIo::new(io);
+        let io = TokioIo::new(SendTimeout::new(io, send_timeout));
         let ended = match protocol {
             Protocol::Http1 => watcher
                 .watch(builders.http1.serve_connection(io, service))
@@ -267,6 +272,7 @@ impl DataListener {
                 watcher: graceful.watcher(),
                 metrics: self.metrics.clone(),
                 peer,
+                send_timeout: self.limits.send_timeout,
             };
             match &self.tls {
                 None => {

@@ -156,6 +156,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             limits: Limits {
                 header_read_timeout: config.listen.header_read_timeout,
                 max_header_bytes: config.listen.max_header_bytes,
+                send_timeout: config.listen.send_timeout,
             },
             limit: limit.clone(),
         };

@@ -184,8 +184,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend_slot() {
 
     // The slow reader's connection is closed: draining it ends.
     let mut sink = Vec::new();
-    let drained =
-        tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut sink)).await;
+    let drained = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut sink)).await;
     assert!(drained.is_ok(), "the stalled connection was closed");
     assert!(sink.len() < 64 << 20, "it never got the whole answer");
     proxy.stop().await;
