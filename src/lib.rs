@@ -36,6 +36,8 @@ pub mod demo;
 pub mod error;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+#[cfg(test)]
+mod full_fs;
 pub mod listener;
 pub mod mirror;
 pub mod proxy;

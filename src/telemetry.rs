@@ -41,7 +41,7 @@ enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-const DESCRIPTIONS: [(&str, Kind, &str); 23] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 25] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -143,6 +143,16 @@ const DESCRIPTIONS: [(&str, Kind, &str); 23] = [
         "Client requests answered by the proxy itself because of the client: body over listen.max_body_bytes (413) or an upload that broke off.",
     ),
     (
+        "understudy_state_persist_failures_total",
+        Kind::Counter,
+        "Failed writes of the rollout state file (each retry counts); the change stays in memory and is retried.",
+    ),
+    (
+        "understudy_state_file_behind",
+        Kind::Gauge,
+        "1 while the rollout state file on disk is older than the state in memory (its writes are failing).",
+    ),
+    (
         "understudy_fleet_replicas",
         Kind::Gauge,
         "Fleet mode: live replicas of this rollout (those with a current report in etcd).",
@@ -204,6 +214,8 @@ pub struct Metrics {
     pub client_aborted: Counter,
     /// `understudy_requests_rejected_total{reason="client_timeout"}`
     pub client_timeout: Counter,
+    pub state_persist_failures: Counter,
+    pub state_file_behind: Gauge,
 }
 
 impl Metrics {
@@ -301,6 +313,8 @@ impl Metrics {
                 "understudy_requests_rejected_total",
                 &[("reason", "client_timeout")],
             ),
+            state_persist_failures: r.counter("understudy_state_persist_failures_total", &[]),
+            state_file_behind: r.gauge("understudy_state_file_behind", &[]),
             handle,
             recorder,
         }

@@ -7,6 +7,12 @@
 //! change. Admin commands go through the same [`RolloutHandle`]. The machine
 //! sits behind a mutex that only this control plane touches (a tick or an
 //! admin call, microseconds each); the data path never takes it.
+//!
+//! A change takes effect in memory at once; its log line, counters and
+//! webhook wait until the state file holds it ([`StateWriter`]), so the file
+//! is never older than the last announced decision. While the file is
+//! behind (a full disk), the judge makes no change that moves traffic
+//! towards the candidate; rollbacks, pauses and holds still apply.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,6 +23,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::durable::{Announcement, Durability, StateWriter};
 use super::judge::{JudgeInput, SideWindow, Verdict};
 use super::machine::{Change, Command, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
@@ -29,6 +36,9 @@ use crate::telemetry::Metrics;
 
 /// How often the judge looks at the window.
 const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for a state file write being retried: long
+/// enough for a write or two, short against a drain timeout.
+const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutStartError {
@@ -73,7 +83,7 @@ struct Shared {
     routing: Arc<Routing>,
     stats: StatsHandle,
     metrics: Arc<Metrics>,
-    state_file: PathBuf,
+    writer: Arc<StateWriter>,
     identity: String,
     webhook: Option<Webhook>,
     clock: Clock,
@@ -156,12 +166,18 @@ pub fn start(
             source,
         }
     })?;
+    let writer = StateWriter::new(
+        path,
+        identity.clone(),
+        metrics.state_persist_failures.clone(),
+        metrics.state_file_behind.clone(),
+    );
     let shared = Arc::new(Shared {
         machine: Mutex::new(machine),
         routing,
         stats,
         metrics,
-        state_file: path,
+        writer,
         identity,
         webhook: rollout.webhook.clone().map(Webhook::spawn),
         clock,
@@ -215,41 +231,27 @@ impl Shared {
     }
 
     /// Applies and records a change; called with the machine locked so
-    /// changes are persisted in the order they happened.
-    fn apply(&self, machine: &RolloutMachine, change: &Change) {
+    /// changes are persisted in the order they happened. The routing takes
+    /// effect at once; the decision is announced once it is on disk.
+    fn apply(&self, machine: &RolloutMachine, change: &Change) -> Durability {
         let state = machine.state();
         self.apply_routing(state);
         if change.reset_window {
             self.stats.reset_step();
         }
-        if let Some(decision) = &change.decision {
-            let index = match decision.verdict {
-                Verdict::Pass => 0,
-                Verdict::Fail => 1,
-                Verdict::Hold => 2,
-            };
-            self.metrics.decisions[index].increment(1);
-            tracing::info!(
-                target: "understudy::decision",
-                verdict = ?decision.verdict,
-                action = %decision.action,
-                phase = state.phase.as_str(),
-                weight = state.weight,
-                reasons = %decision.reasons.join("; "),
-                evidence = %decision.evidence.as_ref().map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default(),
-                "rollout decision"
-            );
-        }
-        if change.to == Phase::RolledBack && change.from != Phase::RolledBack {
-            self.metrics.rollbacks.increment(1);
-        }
-        if let Err(error) = persist::save(&self.state_file, &self.identity, state) {
-            tracing::error!(path = %self.state_file.display(), %error, "cannot persist rollout state");
-        }
-        if change.from != change.to
-            && let Some(webhook) = &self.webhook
-        {
-            webhook.send(json!({
+        self.writer.submit(state, self.announcement(state, change))
+    }
+
+    /// The change's log line, counters and webhook event, to release once
+    /// the state holding it is durable.
+    fn announcement(
+        &self,
+        state: &super::machine::RolloutState,
+        change: &Change,
+    ) -> Option<Announcement> {
+        let rolled_back = change.to == Phase::RolledBack && change.from != Phase::RolledBack;
+        let event = (change.from != change.to && self.webhook.is_some()).then(|| {
+            json!({
                 "event": "phase_change",
                 "from": change.from.as_str(),
                 "to": change.to.as_str(),
@@ -257,8 +259,41 @@ impl Shared {
                 "step": state.step,
                 "at_ms": state.updated_ms,
                 "decision": change.decision,
-            }));
+            })
+        });
+        if change.decision.is_none() && !rolled_back && event.is_none() {
+            return None;
         }
+        let decision = change.decision.clone();
+        let (phase, weight) = (state.phase, state.weight);
+        let metrics = self.metrics.clone();
+        let webhook = self.webhook.clone();
+        Some(Box::new(move || {
+            if let Some(decision) = &decision {
+                let index = match decision.verdict {
+                    Verdict::Pass => 0,
+                    Verdict::Fail => 1,
+                    Verdict::Hold => 2,
+                };
+                metrics.decisions[index].increment(1);
+                tracing::info!(
+                    target: "understudy::decision",
+                    verdict = ?decision.verdict,
+                    action = %decision.action,
+                    phase = phase.as_str(),
+                    weight,
+                    reasons = %decision.reasons.join("; "),
+                    evidence = %decision.evidence.as_ref().map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default(),
+                    "rollout decision"
+                );
+            }
+            if rolled_back {
+                metrics.rollbacks.increment(1);
+            }
+            if let (Some(webhook), Some(event)) = (&webhook, event) {
+                webhook.send(event);
+            }
+        }))
     }
 }
 
@@ -277,13 +312,14 @@ impl RolloutTask {
             };
             self.evaluate(&snapshot.step);
         }
-        let machine = self.shared.lock();
-        if let Err(error) = persist::save(
-            &self.shared.state_file,
-            &self.shared.identity,
-            machine.state(),
-        ) {
-            tracing::error!(%error, "cannot persist rollout state on shutdown");
+        let state = self.shared.lock().state().clone();
+        self.shared.writer.submit(&state, None);
+        if !self.shared.writer.settle(SHUTDOWN_SETTLE).await {
+            tracing::error!(
+                state_file = %self.shared.writer.status_json(),
+                "stopping with the rollout state file behind: the next start resumes from the \
+                 older state on disk"
+            );
         }
         tracing::info!("rollout controller stopped");
     }
@@ -291,10 +327,35 @@ impl RolloutTask {
     fn evaluate(&self, window: &WindowStats) {
         let now = self.shared.clock.now_ms();
         let mut machine = self.shared.lock();
+        if self.shared.writer.is_behind() {
+            // Judged on a copy: a step towards the candidate waits until the
+            // file is current, so memory and disk never drift further apart
+            // than the operator's own commands take them.
+            let mut trial = machine.clone();
+            if let Some(change) = judge(&mut trial, now, window) {
+                if towards_candidate(&machine, &trial) {
+                    tracing::debug!(
+                        to = change.to.as_str(),
+                        weight = trial.state().weight,
+                        "the state file is behind; holding this step until it is current"
+                    );
+                    return;
+                }
+                *machine = trial;
+                self.shared.apply(&machine, &change);
+            }
+            return;
+        }
         if let Some(change) = judge(&mut machine, now, window) {
             self.shared.apply(&machine, &change);
         }
     }
+}
+
+/// Whether `after` gives the candidate more traffic than `before`.
+fn towards_candidate(before: &RolloutMachine, after: &RolloutMachine) -> bool {
+    after.state().weight > before.state().weight
+        || (after.state().phase == Phase::Promoted && before.state().phase != Phase::Promoted)
 }
 
 /// Lets the machine judge `window` at `now`; what single-node mode does
@@ -327,13 +388,24 @@ fn side(stats: &crate::stats::RoleStats) -> SideWindow<'_> {
 }
 
 impl RolloutHandle {
-    /// Applies an operator command.
+    /// Applies an operator command. The answer says whether the change is
+    /// on disk yet (`durable`); when it is not, it took effect in memory and
+    /// `warning` says what a restart would do.
     pub fn command(&self, command: Command) -> Result<Value, String> {
         let now = self.shared.clock.now_ms();
         let mut machine = self.shared.lock();
         let change = machine.command(now, command).map_err(|e| e.to_string())?;
-        self.shared.apply(&machine, &change);
-        Ok(status_of(&machine))
+        let durability = self.shared.apply(&machine, &change);
+        let mut status = status_of(&machine);
+        status["durable"] = json!(durability == Durability::Durable);
+        if let Durability::Pending(error) = durability {
+            status["warning"] = json!(format!(
+                "applied in memory but not yet written to the state file ({error}); a restart \
+                 now would resume from the older state on disk; retrying until it is written"
+            ));
+        }
+        status["state_file"] = self.shared.writer.status_json();
+        Ok(status)
     }
 
     /// `POST /rollout/{command}` with its JSON body.
@@ -403,13 +475,7 @@ impl RolloutHandle {
         if new_window {
             self.shared.stats.reset_step();
         }
-        if let Err(error) = persist::save(
-            &self.shared.state_file,
-            &self.shared.identity,
-            machine.state(),
-        ) {
-            tracing::error!(path = %self.shared.state_file.display(), %error, "cannot cache the fleet's rollout state");
-        }
+        self.shared.writer.submit(machine.state(), None);
     }
 
     /// Installs a machine whose `change` this replica made and the fleet
@@ -430,11 +496,18 @@ impl RolloutHandle {
     pub fn status_json(&self) -> Value {
         #[allow(unused_mut)]
         let mut status = status_of(&self.shared.lock());
+        status["state_file"] = self.shared.writer.status_json();
         #[cfg(feature = "fleet")]
         if let Some(fleet) = self.shared.fleet.get() {
             status["fleet"] = fleet.status_json();
         }
         status
+    }
+
+    /// True while the state file on disk is older than the rollout state
+    /// in memory (its writes are failing and being retried).
+    pub fn state_file_behind(&self) -> bool {
+        self.shared.writer.is_behind()
     }
 
     /// Current phase and weight.

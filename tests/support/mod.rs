@@ -26,6 +26,7 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+pub mod full_fs;
 pub mod memory;
 pub mod promtool;
 mod raw;
