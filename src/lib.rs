@@ -38,6 +38,7 @@ pub mod error;
 pub mod fleet;
 #[cfg(test)]
 mod full_fs;
+mod lines;
 pub mod listener;
 pub mod mirror;
 pub mod proxy;

@@ -125,7 +125,7 @@ const DESCRIPTIONS: [(&str, Kind, &str); 25] = [
     (
         "understudy_access_log_dropped_total",
         Kind::Counter,
-        "Access log lines dropped because the writer fell behind.",
+        "Access log lines that never reached the log: the writer fell behind, or the write failed (full disk, no permission).",
     ),
     (
         "understudy_record_total",
