@@ -3,11 +3,15 @@
 //!
 //! Shaped like mini-redis' server: a semaphore permit per connection bounds
 //! how many are open; shutdown stops accepting first, then lets in-flight
-//! requests finish within the grace period. It must never block the accept
-//! loop on a slow client.
+//! requests finish within the grace period. Idle connections are closed
+//! after `listen.header_read_timeout`: HTTP/1.1 by hyper, HTTP/2 by
+//! [`idle`]. It must never block the accept loop on a slow client.
+
+mod idle;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::Proxy;
 use crate::proxy::headers::ForwardedFor;
 use crate::telemetry::Metrics;
+use idle::{Activity, Tracked};
 
 /// Accepts client connections and serves them with the proxy.
 pub struct DataListener {
@@ -73,10 +78,18 @@ impl Limits {
             // written (README: half-closed clients).
             .half_close(true);
         let max_header_list = u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX);
+        // Pings after the idle timeout without a frame from the client, and
+        // a connection whose client does not answer within another idle
+        // timeout is closed: that frees the slot of a peer that vanished
+        // while a request was still open. (Idle connections are closed by
+        // `idle` either way.)
+        let ping = self.header_read_timeout;
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(max_header_list);
+            .max_header_list_size(max_header_list)
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(ping);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         // hyper-util's auto builder has no `max_header_size`: it bounds the
         // head through the read buffer only.
@@ -87,7 +100,9 @@ impl Limits {
             .half_close(true);
         auto.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(max_header_list);
+            .max_header_list_size(max_header_list)
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(ping);
         Builders { http1, http2, auto }
     }
 }
@@ -108,6 +123,10 @@ struct Connection {
     watcher: Watcher,
     metrics: Arc<Metrics>,
     peer: SocketAddr,
+    /// The listener's shutdown, for connections [`idle`] serves.
+    shutdown: CancellationToken,
+    /// `listen.header_read_timeout`, also the idle timeout of HTTP/2.
+    idle: Duration,
 }
 
 /// hyper's connection builders, configured once per worker.
@@ -179,27 +198,63 @@ impl Connection {
             watcher,
             metrics: _,
             peer,
+            shutdown,
+            idle,
         } = self;
         let forwarded_for = ForwardedFor::new(peer.ip());
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            let forwarded_for = forwarded_for.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, &forwarded_for, scheme).await) }
-        });
         let io = TokioIo::new(io);
         let ended = match protocol {
-            Protocol::Http1 => watcher
-                .watch(builders.http1.serve_connection(io, service))
-                .await
-                .map_err(|e| e.to_string()),
-            Protocol::Http2 => watcher
-                .watch(builders.http2.serve_connection(io, service))
-                .await
-                .map_err(|e| e.to_string()),
-            Protocol::Undecided => watcher
-                .watch(builders.auto.serve_connection(io, service).into_owned())
-                .await
-                .map_err(|e| e.to_string()),
+            Protocol::Http1 => {
+                let service = service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    let forwarded_for = forwarded_for.clone();
+                    async move {
+                        Ok::<_, Infallible>(proxy.handle(request, &forwarded_for, scheme).await)
+                    }
+                });
+                watcher
+                    .watch(builders.http1.serve_connection(io, service))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Protocol::Http2 | Protocol::Undecided => {
+                // Held until the connection ends: the drain waits for it.
+                let _watcher = watcher;
+                let activity = Activity::default();
+                let counted = activity.clone();
+                let service = service_fn(move |request| {
+                    let in_flight = counted.start();
+                    let proxy = proxy.clone();
+                    let forwarded_for = forwarded_for.clone();
+                    async move {
+                        let response = proxy.handle(request, &forwarded_for, scheme).await;
+                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    }
+                });
+                if protocol == Protocol::Http2 {
+                    let connection = builders.http2.serve_connection(io, service);
+                    idle::serve(
+                        connection,
+                        |c: Pin<&mut _>| c.graceful_shutdown(),
+                        &activity,
+                        idle,
+                        &shutdown,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                } else {
+                    let connection = builders.auto.serve_connection(io, service).into_owned();
+                    idle::serve(
+                        connection,
+                        |c: Pin<&mut _>| c.graceful_shutdown(),
+                        &activity,
+                        idle,
+                        &shutdown,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+            }
         };
         if let Err(error) = ended {
             tracing::debug!(%peer, %error, "client connection ended with an error");
@@ -267,6 +322,8 @@ impl DataListener {
                 watcher: graceful.watcher(),
                 metrics: self.metrics.clone(),
                 peer,
+                shutdown: shutdown.clone(),
+                idle: self.limits.header_read_timeout,
             };
             match &self.tls {
                 None => {
