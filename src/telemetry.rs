@@ -140,7 +140,7 @@ const DESCRIPTIONS: [(&str, Kind, &str); 25] = [
     (
         "understudy_requests_rejected_total",
         Kind::Counter,
-        "Client requests answered by the proxy itself because of the client: body over listen.max_body_bytes (413) or an upload that broke off.",
+        "Client requests answered by the proxy itself because of the client: body over listen.max_body_bytes (413), an upload that broke off or stalled, or a head it will not forward (malformed: CONNECT, no Host, unknown transfer coding).",
     ),
     (
         "understudy_state_persist_failures_total",
@@ -214,6 +214,8 @@ pub struct Metrics {
     pub client_aborted: Counter,
     /// `understudy_requests_rejected_total{reason="client_timeout"}`
     pub client_timeout: Counter,
+    /// `understudy_requests_rejected_total{reason="malformed"}`
+    pub malformed: Counter,
     pub state_persist_failures: Counter,
     pub state_file_behind: Gauge,
 }
@@ -312,6 +314,10 @@ impl Metrics {
             client_timeout: r.counter(
                 "understudy_requests_rejected_total",
                 &[("reason", "client_timeout")],
+            ),
+            malformed: r.counter(
+                "understudy_requests_rejected_total",
+                &[("reason", "malformed")],
             ),
             state_persist_failures: r.counter("understudy_state_persist_failures_total", &[]),
             state_file_behind: r.gauge("understudy_state_file_behind", &[]),
