@@ -34,6 +34,8 @@ use crate::stats::{StatsHandle, WindowStats};
 use crate::telemetry::Metrics;
 
 mod handle;
+#[cfg(test)]
+mod tests;
 
 /// How often the judge looks at the window.
 const TICK: Duration = Duration::from_secs(1);
