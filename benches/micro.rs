@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the per-request work: comparing a KServe V2
 //! response (one row and a 100-row batch), the split decision, recording a
-//! latency sample, and the mirror hand-off (taking and returning a slot;
-//! spawning a mirror and running it to its end).
+//! latency sample, the mirror hand-off (taking and returning a slot;
+//! spawning a mirror and running it to its end), and the header work on a
+//! request and response head (refusal checks, rewriting).
 //! Run: `cargo bench --bench micro`.
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -185,12 +186,70 @@ fn mirror_spawn(c: &mut Criterion) {
     assert_eq!(mirror.in_flight(512), 0, "every mirror ended");
 }
 
+/// A typical inference request head from an HTTP/1.1 client.
+fn request_head() -> http::request::Parts {
+    let (parts, ()) = http::Request::post("/v2/models/m/infer")
+        .header("host", "api.example")
+        .header("content-type", "application/json")
+        .header("content-length", "512")
+        .header("user-agent", "python-requests/2.32")
+        .header("accept", "*/*")
+        .header("x-request-id", "7f3a1c52-9b2e-4d0a-8c1f-3e5d6a7b8c9d")
+        .body(())
+        .unwrap()
+        .into_parts();
+    parts
+}
+
+fn head_work(c: &mut Criterion) {
+    use criterion::BatchSize;
+    use understudy::proxy::headers;
+    let head = request_head();
+    let peer = headers::ForwardedFor::new("10.1.2.3".parse().unwrap());
+    c.bench_function("head_refuse_request", |b| {
+        b.iter(|| black_box(headers::refuse_request(black_box(&head))))
+    });
+    c.bench_function("head_prepare_request", |b| {
+        b.iter_batched(
+            || head.headers.clone(),
+            |mut h| {
+                headers::prepare_request(&mut h, &peer, "http", None);
+                h.insert(
+                    headers::X_REQUEST_ID.clone(),
+                    http::HeaderValue::from_static("7f3a"),
+                );
+                h
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    let (response, ()) = http::Response::builder()
+        .header("content-type", "application/json")
+        .header("content-length", "4096")
+        .header("date", "Thu, 27 Nov 2026 09:12:01 GMT")
+        .body(())
+        .unwrap()
+        .into_parts();
+    c.bench_function("head_prepare_response", |b| {
+        b.iter_batched(
+            || http::Response::from_parts(response.clone(), ()),
+            |mut r| {
+                black_box(headers::unforwardable(&r));
+                headers::prepare_response(r.headers_mut());
+                r
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
 criterion_group!(
     benches,
     compare,
     split_decision,
     stats_record,
     mirror_handoff,
-    mirror_spawn
+    mirror_spawn,
+    head_work
 );
 criterion_main!(benches);

@@ -109,13 +109,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
             response
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if state.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-            }
-        }
+        (&Method::GET, "/readyz") => readyz(state),
         (&Method::GET, "/status") => match status(state).await {
             Some(value) => json_response(StatusCode::OK, &value),
             None => error(
@@ -156,6 +150,28 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
+    }
+}
+
+/// `/readyz`: 503 while starting or draining. A state file that is behind
+/// answers 200 with `degraded: ...`: the proxy serves correctly from the
+/// state in memory (a rollback is in effect there), and taking it out of
+/// the Service would not bring the disk back; with one replica, or all of
+/// them on the same full volume, it would stop all traffic. The condition
+/// is for humans and alerts (`understudy_state_file_behind`), not for the
+/// load balancer. A liveness probe must not restart the pod over it
+/// either: a restart would resume from the older state on disk.
+fn readyz(state: &AdminState) -> AdminResponse {
+    if !state.ready.load(Ordering::Relaxed) {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
+    }
+    match &state.rollout {
+        Some(rollout) if rollout.state_file_behind() => text(
+            StatusCode::OK,
+            "degraded: the rollout state file is behind (writes failing, retrying); \
+             the state in memory is in effect but not durable\n",
+        ),
+        _ => text(StatusCode::OK, "ready\n"),
     }
 }
 

@@ -26,6 +26,17 @@ pub enum ProxyError {
     /// The client stopped sending its request body.
     #[error("client sent no request body data for {timeout:?}")]
     ClientTimeout { timeout: std::time::Duration },
+    /// `CONNECT`: the proxy forwards requests, it does not open tunnels.
+    #[error("CONNECT is not supported")]
+    Connect,
+    /// A request head the proxy will not forward (the reason is the body's
+    /// message), e.g. HTTP/1.1 without exactly one `Host`.
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    /// A transfer coding other than `chunked`: the proxy would have to
+    /// decode it to re-frame the body, and it does not.
+    #[error("transfer coding not implemented")]
+    TransferCoding,
 }
 
 /// Who caused an error: decides whether it is the client's or ours.
@@ -43,15 +54,19 @@ impl ProxyError {
             ProxyError::Overloaded => Fault::Internal,
             ProxyError::BodyTooLarge { .. }
             | ProxyError::ClientAborted
-            | ProxyError::ClientTimeout { .. } => Fault::Client,
+            | ProxyError::ClientTimeout { .. }
+            | ProxyError::Connect
+            | ProxyError::Malformed(_)
+            | ProxyError::TransferCoding => Fault::Client,
         }
     }
 
     /// The status the client sees: 504 when the backend was too slow, 502
     /// when it was unreachable or answered garbage, 503 when we are full or
-    /// every connection slot to the backend stayed busy,
-    /// 413 for a body over the limit, 400 for a body that broke off, 408 for
-    /// an upload that stalled.
+    /// every connection slot to the backend stayed busy, 413 for a body over
+    /// the limit, 400 for a body that broke off or a malformed head, 408 for
+    /// an upload that stalled, 405 for `CONNECT`, 501 for a transfer coding
+    /// other than chunked.
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
@@ -61,6 +76,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientAborted => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -76,6 +94,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "request body too large",
             ProxyError::ClientAborted => "request body incomplete",
             ProxyError::ClientTimeout { .. } => "request body timed out",
+            ProxyError::Connect => "CONNECT is not supported",
+            ProxyError::Malformed(what) => what,
+            ProxyError::TransferCoding => "transfer coding not implemented",
         };
         Bytes::from(serde_json::json!({ "error": message, "backend": backend }).to_string())
     }

@@ -39,6 +39,9 @@ pub mod demo;
 pub mod error;
 #[cfg(feature = "fleet")]
 pub mod fleet;
+#[cfg(test)]
+mod full_fs;
+mod lines;
 pub mod listener;
 pub mod mirror;
 pub mod proxy;

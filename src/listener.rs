@@ -3,11 +3,18 @@
 //!
 //! Shaped like mini-redis' server: a semaphore permit per connection bounds
 //! how many are open; shutdown stops accepting first, then lets in-flight
-//! requests finish within the grace period. It must never block the accept
-//! loop on a slow client.
+//! requests finish within the grace period. Idle connections are closed
+//! after `listen.header_read_timeout`: HTTP/1.1 by hyper, HTTP/2 by
+//! [`idle`]. It must never block the accept loop on a slow client.
+
+mod bind;
+mod idle;
+
+pub use bind::{PortClaim, bind, bind_shared, claim};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +35,7 @@ use crate::proxy::Proxy;
 use crate::proxy::headers::ForwardedFor;
 use crate::send_timeout::SendTimeout;
 use crate::telemetry::Metrics;
+use idle::{Activity, Tracked};
 
 /// Accepts client connections and serves them with the proxy.
 pub struct DataListener {
@@ -76,10 +84,18 @@ impl Limits {
             // written (README: half-closed clients).
             .half_close(true);
         let max_header_list = u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX);
+        // Pings after the idle timeout without a frame from the client, and
+        // a connection whose client does not answer within another idle
+        // timeout is closed: that frees the slot of a peer that vanished
+        // while a request was still open. (Idle connections are closed by
+        // `idle` either way.)
+        let ping = self.header_read_timeout;
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
-            .max_header_list_size(max_header_list);
+            .max_header_list_size(max_header_list)
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(ping);
         let mut auto = auto::Builder::new(TokioExecutor::new());
         // hyper-util's auto builder has no `max_header_size`: it bounds the
         // head through the read buffer only.
@@ -90,7 +106,9 @@ impl Limits {
             .half_close(true);
         auto.http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(max_header_list);
+            .max_header_list_size(max_header_list)
+            .keep_alive_interval(ping)
+            .keep_alive_timeout(ping);
         Builders { http1, http2, auto }
     }
 }
@@ -111,6 +129,11 @@ struct Connection {
     watcher: Watcher,
     metrics: Arc<Metrics>,
     peer: SocketAddr,
+    /// The listener's shutdown, for connections [`idle`] serves.
+    shutdown: CancellationToken,
+    /// `listen.header_read_timeout`, also the idle timeout of HTTP/2.
+    idle: Duration,
+    /// `listen.send_timeout`.
     send_timeout: Duration,
 }
 
@@ -183,28 +206,64 @@ impl Connection {
             watcher,
             metrics: _,
             peer,
+            shutdown,
+            idle,
             send_timeout,
         } = self;
         let forwarded_for = ForwardedFor::new(peer.ip());
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            let forwarded_for = forwarded_for.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, &forwarded_for, scheme).await) }
-        });
         let io = TokioIo::new(SendTimeout::new(io, send_timeout));
         let ended = match protocol {
-            Protocol::Http1 => watcher
-                .watch(builders.http1.serve_connection(io, service))
-                .await
-                .map_err(|e| e.to_string()),
-            Protocol::Http2 => watcher
-                .watch(builders.http2.serve_connection(io, service))
-                .await
-                .map_err(|e| e.to_string()),
-            Protocol::Undecided => watcher
-                .watch(builders.auto.serve_connection(io, service).into_owned())
-                .await
-                .map_err(|e| e.to_string()),
+            Protocol::Http1 => {
+                let service = service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    let forwarded_for = forwarded_for.clone();
+                    async move {
+                        Ok::<_, Infallible>(proxy.handle(request, &forwarded_for, scheme).await)
+                    }
+                });
+                watcher
+                    .watch(builders.http1.serve_connection(io, service))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Protocol::Http2 | Protocol::Undecided => {
+                // Held until the connection ends: the drain waits for it.
+                let _watcher = watcher;
+                let activity = Activity::default();
+                let counted = activity.clone();
+                let service = service_fn(move |request| {
+                    let in_flight = counted.start();
+                    let proxy = proxy.clone();
+                    let forwarded_for = forwarded_for.clone();
+                    async move {
+                        let response = proxy.handle(request, &forwarded_for, scheme).await;
+                        Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+                    }
+                });
+                if protocol == Protocol::Http2 {
+                    let connection = builders.http2.serve_connection(io, service);
+                    idle::serve(
+                        connection,
+                        |c: Pin<&mut _>| c.graceful_shutdown(),
+                        &activity,
+                        idle,
+                        &shutdown,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                } else {
+                    let connection = builders.auto.serve_connection(io, service).into_owned();
+                    idle::serve(
+                        connection,
+                        |c: Pin<&mut _>| c.graceful_shutdown(),
+                        &activity,
+                        idle,
+                        &shutdown,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+            }
         };
         if let Err(error) = ended {
             tracing::debug!(%peer, %error, "client connection ended with an error");
@@ -272,6 +331,8 @@ impl DataListener {
                 watcher: graceful.watcher(),
                 metrics: self.metrics.clone(),
                 peer,
+                shutdown: shutdown.clone(),
+                idle: self.limits.header_read_timeout,
                 send_timeout: self.limits.send_timeout,
             };
             match &self.tls {
@@ -320,45 +381,6 @@ impl DataListener {
             }
         }
     }
-}
-
-/// Binds `count` listening sockets on one address with `SO_REUSEPORT`, so
-/// each data-plane worker accepts on its own queue and the kernel spreads
-/// connections between them (nginx's `reuseport`). With port 0 the first
-/// socket picks the port and the others join it.
-pub fn bind_shared(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let first = reuseport_listener(addr)?;
-    let actual = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..count.max(1) {
-        listeners.push(reuseport_listener(actual)?);
-    }
-    Ok(listeners)
-}
-
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let named =
-        |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"));
-    let socket =
-        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(named)?;
-    socket.set_reuse_address(true).map_err(named)?;
-    socket.set_reuse_port(true).map_err(named)?;
-    socket.set_nonblocking(true).map_err(named)?;
-    socket.bind(&addr.into()).map_err(named)?;
-    socket.listen(LISTEN_BACKLOG).map_err(named)?;
-    Ok(socket.into())
-}
-
-/// Pending connections per worker socket, as nginx's default `backlog` on
-/// Linux (511) rounded up.
-const LISTEN_BACKLOG: i32 = 1024;
-
-/// Binds a TCP listener, naming the address in the error.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
 }
 
 #[cfg(test)]

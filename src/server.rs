@@ -59,10 +59,15 @@ pub struct Running {
     background_tasks: Vec<JoinHandle<()>>,
     config: Config,
     tls: Option<ListenerTls>,
+    /// Keeps a second process off `listen.addr` while this one runs.
+    _port_claim: listener::PortClaim,
 }
 
 /// Starts the proxy: binds both listeners and spawns every task.
 pub async fn start(config: Config, options: StartOptions) -> Result<Running, StartError> {
+    // First: a second process on our address must fail before it touches
+    // the state file or any other shared resource.
+    let port_claim = listener::claim(config.listen.addr)?;
     let metrics = Arc::new(Metrics::new());
     let settings = Settings::from_config(&config)?;
     let (stats, stats_task) = stats::channel(metrics.clone(), config.compare.keep_mismatches);
@@ -111,6 +116,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let data = listener::bind_shared(config.listen.addr, config.listen.workers)?;
     let admin = listener::bind(config.admin.addr).await?;
     let data_addr = data[0].local_addr()?;
+    let port_claim = port_claim.bound(data_addr)?;
     let admin_addr = admin.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -185,6 +191,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         background_tasks,
         config,
         tls,
+        _port_claim: port_claim,
     })
 }
 

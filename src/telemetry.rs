@@ -41,7 +41,7 @@ enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
+const DESCRIPTIONS: [(&str, Kind, &str); 28] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -140,7 +140,7 @@ const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
     (
         "understudy_access_log_dropped_total",
         Kind::Counter,
-        "Access log lines dropped because the writer fell behind.",
+        "Access log lines that never reached the log: the writer fell behind, or the write failed (full disk, no permission).",
     ),
     (
         "understudy_record_total",
@@ -155,7 +155,17 @@ const DESCRIPTIONS: [(&str, Kind, &str); 26] = [
     (
         "understudy_requests_rejected_total",
         Kind::Counter,
-        "Client requests answered by the proxy itself, by reason: body over listen.max_body_bytes (413), an upload that broke off (400) or was too slow (408), or every connection slot to the serving backend busy for its whole timeout (503, backend_busy: the proxy's queueing, never counted against the backend).",
+        "Client requests answered by the proxy itself, by reason: body over listen.max_body_bytes (413), an upload that broke off (400) or was too slow (408), a head it will not forward (malformed: CONNECT, no Host, unknown transfer coding), or every connection slot to the serving backend busy for its whole timeout (503, backend_busy: the proxy's queueing, never counted against the backend).",
+    ),
+    (
+        "understudy_state_persist_failures_total",
+        Kind::Counter,
+        "Failed writes of the rollout state file (each retry counts); the change stays in memory and is retried.",
+    ),
+    (
+        "understudy_state_file_behind",
+        Kind::Gauge,
+        "1 while the rollout state file on disk is older than the state in memory (its writes are failing).",
     ),
     (
         "understudy_fleet_replicas",
@@ -225,6 +235,10 @@ pub struct Metrics {
     pub client_timeout: Counter,
     /// `understudy_requests_rejected_total{reason="backend_busy"}`
     pub backend_busy: Counter,
+    /// `understudy_requests_rejected_total{reason="malformed"}`
+    pub malformed: Counter,
+    pub state_persist_failures: Counter,
+    pub state_file_behind: Gauge,
 }
 
 impl Metrics {
@@ -334,6 +348,12 @@ impl Metrics {
                 "understudy_requests_rejected_total",
                 &[("reason", "backend_busy")],
             ),
+            malformed: r.counter(
+                "understudy_requests_rejected_total",
+                &[("reason", "malformed")],
+            ),
+            state_persist_failures: r.counter("understudy_state_persist_failures_total", &[]),
+            state_file_behind: r.gauge("understudy_state_file_behind", &[]),
             handle,
             recorder,
         }

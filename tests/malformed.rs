@@ -10,27 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use support::{FakeUpstream, Reply};
-
-/// Writes raw bytes and reads until the peer closes or `wait` passes.
-async fn raw_exchange(addr: &str, request: &[u8], wait: Duration) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn status_of(response: &str) -> Option<u16> {
-    response.split_whitespace().nth(1)?.parse().ok()
-}
+use support::{FakeUpstream, Reply, raw_exchange, status_of};
 
 async fn proxy_with(extra: &str) -> (FakeUpstream, harness::Proxy, String) {
     let stable = FakeUpstream::start(Reply::echo()).await;

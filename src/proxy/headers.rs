@@ -2,15 +2,21 @@
 //!
 //! Hop-by-hop headers describe one connection and must not travel to the
 //! next hop, in either direction; `x-forwarded-*` tell the backend who the
-//! client was. Nothing here allocates unless a header must be added, and
-//! a head without hop-by-hop headers (nearly every one) is only scanned.
+//! client was; the `x-understudy-*` headers are the proxy's own, so a
+//! client or backend cannot forge them. Heads the proxy cannot forward
+//! faithfully are refused here ([`refuse_request`], [`unforwardable`]).
+//! Nothing here allocates unless a header must be added, and a head
+//! without hop-by-hop headers (nearly every one) is only scanned.
 
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE,
 };
+use http::{Method, Response, StatusCode, Version};
+
+use crate::error::ProxyError;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -18,6 +24,10 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_UNDERSTUDY_BACKEND: HeaderName = HeaderName::from_static("x-understudy-backend");
 pub static X_UNDERSTUDY_SHADOW: HeaderName = HeaderName::from_static("x-understudy-shadow");
+
+/// Headers only the proxy may set: removed from what clients send to the
+/// backends and from what backends send back.
+static RESERVED: [&HeaderName; 2] = [&X_UNDERSTUDY_BACKEND, &X_UNDERSTUDY_SHADOW];
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -97,10 +107,12 @@ impl ForwardedFor {
     }
 }
 
-/// Prepares a client's request headers for a backend: hop-by-hop removed,
-/// `x-forwarded-for` extended with the peer, `-proto` set to the scheme the
-/// client used, `-host` set to the Host the client asked for, and the Host
-/// itself dropped so the client sets the backend's own authority.
+/// Prepares a client's request headers for a backend: hop-by-hop and
+/// reserved headers removed, `x-forwarded-for` extended with the peer,
+/// `-proto` set to the scheme the client used, `-host` set to the Host the
+/// client asked for, and the Host itself dropped so the client sets the
+/// backend's own authority. The caller sets `x-request-id` afterwards, so
+/// no `Connection` header can remove it.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     peer: &ForwardedFor,
@@ -108,6 +120,7 @@ pub fn prepare_request(
     authority: Option<&str>,
 ) {
     remove_hop_by_hop(headers);
+    remove_reserved(headers);
     let host = headers
         .remove(HOST)
         .or_else(|| authority.and_then(|a| HeaderValue::from_str(a).ok()));
@@ -127,6 +140,67 @@ pub fn prepare_request(
 /// Prepares a backend's response headers for the client.
 pub fn prepare_response(headers: &mut HeaderMap) {
     remove_hop_by_hop(headers);
+    remove_reserved(headers);
+}
+
+fn remove_reserved(headers: &mut HeaderMap) {
+    for name in RESERVED {
+        headers.remove(name);
+    }
+}
+
+/// Why a client's request head must not be forwarded, checked before any
+/// header is rewritten. hyper's parser already refuses what HTTP/1.1 makes
+/// unparsable (bad request lines, conflicting `Content-Length`, a final
+/// transfer coding other than chunked); what it passes on and is refused
+/// here:
+/// * `CONNECT` (405): a tunnel, not a request to forward;
+/// * HTTP/1.1 without exactly one `Host` (400, RFC 9112 §3.2);
+/// * a transfer coding besides `chunked`, e.g. `gzip, chunked` (501, RFC
+///   9112 §6.1): the proxy would forward still-encoded bytes without their
+///   coding; `chunked` twice is malformed (400).
+pub fn refuse_request(parts: &http::request::Parts) -> Option<ProxyError> {
+    if parts.method == Method::CONNECT {
+        return Some(ProxyError::Connect);
+    }
+    if parts.version != Version::HTTP_11 {
+        // HTTP/2 has no Host or transfer codings of its own (hyper and h2
+        // check its pseudo-headers); HTTP/1.0 needs no Host.
+        return None;
+    }
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    if hosts.next().is_none() || hosts.next().is_some() {
+        return Some(ProxyError::Malformed(
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
+    }
+    let mut chunked = 0;
+    for value in parts.headers.get_all(TRANSFER_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            return Some(ProxyError::TransferCoding);
+        };
+        for coding in value.split(',').map(str::trim) {
+            if !coding.eq_ignore_ascii_case("chunked") {
+                return Some(ProxyError::TransferCoding);
+            }
+            chunked += 1;
+        }
+    }
+    (chunked > 1).then_some(ProxyError::Malformed("chunked applied more than once"))
+}
+
+/// Why a backend's answer cannot be passed on as it is: a `101` nobody
+/// asked for (the proxy forwards no `Upgrade`, so there is no protocol to
+/// switch to), or both `Content-Length` and `Transfer-Encoding` (hyper
+/// reads the body as chunked, but the length would be forwarded with it,
+/// framing the client's copy wrongly: a truncated or overlong 200).
+pub fn unforwardable<B>(response: &Response<B>) -> Option<&'static str> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Some("backend switched protocols (101) without being asked to");
+    }
+    let headers = response.headers();
+    (headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH))
+        .then_some("backend answered with both Content-Length and Transfer-Encoding")
 }
 
 #[cfg(test)]

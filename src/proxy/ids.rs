@@ -1,4 +1,5 @@
-//! Request ids for requests that arrive without one.
+//! Request ids: the client's own when it sent a usable one, otherwise a
+//! fresh one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,6 +28,14 @@ impl AsRef<[u8]> for Id {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// The longest client request id kept. Ids are for correlating logs: a
+/// UUID is 36 bytes, a W3C trace parent 55; anything far longer is a way
+/// to bloat every log line, access log and mirror about the request.
+pub(super) const MAX_CLIENT_ID_BYTES: usize = 200;
+/// How much of a replaced id the log keeps: enough to find it, bounded so
+/// the replacement cannot flood the log either.
+const LOGGED_ID_BYTES: usize = 1024;
+
 impl RequestIds {
     pub fn new() -> Self {
         Self::with_prefix(rand::random())
@@ -40,6 +49,27 @@ impl RequestIds {
         Self {
             prefix: bytes,
             counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The id of a request whose `x-request-id` is `client`, and whether it
+    /// is the client's own. An empty or over-long one is replaced by a
+    /// fresh id (the original is logged, cut at [`LOGGED_ID_BYTES`]).
+    pub fn for_request(&self, client: Option<&HeaderValue>) -> (HeaderValue, bool) {
+        match client {
+            Some(id) if !id.is_empty() && id.len() <= MAX_CLIENT_ID_BYTES => (id.clone(), true),
+            Some(id) if !id.is_empty() => {
+                let fresh = self.next();
+                let shown = &id.as_bytes()[..id.len().min(LOGGED_ID_BYTES)];
+                tracing::warn!(
+                    request_id = ?fresh,
+                    client_id_bytes = id.len(),
+                    client_id = %String::from_utf8_lossy(shown),
+                    "client request id longer than {MAX_CLIENT_ID_BYTES} bytes; replaced"
+                );
+                (fresh, false)
+            }
+            _ => (self.next(), false),
         }
     }
 
@@ -75,6 +105,19 @@ mod tests {
         assert_ne!(a, b);
         let prefix = |v: &HeaderValue| v.to_str().unwrap().split('-').next().unwrap().to_owned();
         assert_eq!(prefix(&a), prefix(&b));
+    }
+
+    #[test]
+    fn client_ids_are_kept_up_to_the_limit_and_replaced_beyond_it() {
+        let ids = RequestIds::with_prefix(7);
+        let fits = HeaderValue::from_str(&"a".repeat(MAX_CLIENT_ID_BYTES)).unwrap();
+        assert_eq!(ids.for_request(Some(&fits)), (fits.clone(), true));
+        let long = HeaderValue::from_str(&"a".repeat(MAX_CLIENT_ID_BYTES + 1)).unwrap();
+        let (replaced, own) = ids.for_request(Some(&long));
+        assert!(!own && replaced.to_str().unwrap().starts_with("0000000000000007-"));
+        let (empty, own) = ids.for_request(Some(&HeaderValue::from_static("")));
+        assert!(!own && !empty.is_empty());
+        assert!(!ids.for_request(None).1);
     }
 
     #[test]

@@ -227,14 +227,9 @@ impl Proxy {
         let settings = inner.settings.load();
         let (mut parts, body) = request.into_parts();
 
-        let (request_id, id_from_client) = match parts.headers.get(&X_REQUEST_ID) {
-            Some(id) => (id.clone(), true),
-            None => {
-                let id = inner.request_ids.next();
-                parts.headers.insert(X_REQUEST_ID.clone(), id.clone());
-                (id, false)
-            }
-        };
+        let (request_id, id_from_client) = inner
+            .request_ids
+            .for_request(parts.headers.get(&X_REQUEST_ID));
         let serving = match &self.pools.candidate {
             Some(_) => {
                 let key = settings
@@ -255,6 +250,15 @@ impl Proxy {
                 Some(&self.pools.stable),
             ),
         };
+        if let Some(error) = headers::refuse_request(&parts) {
+            inner.metrics().malformed.increment(1);
+            return error_response(
+                &error,
+                serving.as_str(),
+                &request_id,
+                settings.backend_header,
+            );
+        }
 
         // Sampled before the headers are rewritten: the recording keeps the
         // client's own headers.
@@ -264,6 +268,11 @@ impl Proxy {
             .and_then(|r| r.sample(&parts, &request_id));
         let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
         headers::prepare_request(&mut parts.headers, peer, scheme, authority.as_deref());
+        // After the hop-by-hop removal: `Connection: x-request-id` cannot
+        // take the id away from the backends.
+        parts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
         let client_version = parts.version;
 
         if let Some(limit) = settings.max_body_bytes
@@ -377,7 +386,16 @@ impl Proxy {
         let result = pools
             .serve
             .send_streaming(upstream_request, pools.serve.timeout(), progress)
-            .await;
+            .await
+            .and_then(
+                |(response, started)| match headers::unforwardable(&response) {
+                    Some(problem) => Err(crate::upstream::UpstreamError::Protocol {
+                        backend: serving.as_str(),
+                        source: problem.into(),
+                    }),
+                    None => Ok((response, started)),
+                },
+            );
         // The backend's latency runs from the end of the upload (see
         // `send_streaming`); a failure is timed from the call.
         let (result, started) = match result {
@@ -406,6 +424,9 @@ impl Proxy {
                     });
                 }
                 headers::prepare_response(&mut parts.headers);
+                parts
+                    .headers
+                    .insert(X_REQUEST_ID.clone(), request_id.clone());
                 if settings.backend_header {
                     parts.headers.insert(
                         X_UNDERSTUDY_BACKEND.clone(),
@@ -609,6 +630,14 @@ pub fn error_response(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let ProxyError::Connect = error {
+        // RFC 9110 §15.5.6: a 405 says what is allowed; every method but
+        // CONNECT is forwarded.
+        headers.insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+    }
     if backend_header && let Ok(value) = HeaderValue::from_str(backend) {
         headers.insert(X_UNDERSTUDY_BACKEND.clone(), value);
     }

@@ -7,18 +7,24 @@
 //! change. Admin commands go through the same [`RolloutHandle`]. The machine
 //! sits behind a mutex that only this control plane touches (a tick or an
 //! admin call, microseconds each); the data path never takes it.
+//!
+//! A change takes effect in memory at once; its log line, counters and
+//! webhook wait until the state file holds it ([`StateWriter`]), so the file
+//! is never older than the last announced decision. While the file is
+//! behind (a full disk), the judge makes no change that moves traffic
+//! towards the candidate; rollbacks, pauses and holds still apply.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::durable::{Announcement, Durability, StateWriter};
 use super::judge::{JudgeInput, SideWindow, Verdict};
-use super::machine::{Change, Command, Decision, Phase, RolloutMachine, RolloutSettings};
+use super::machine::{Change, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
 use super::webhook::Webhook;
 use crate::config::{self, Config};
@@ -27,8 +33,15 @@ use crate::split;
 use crate::stats::{StatsHandle, WindowStats};
 use crate::telemetry::Metrics;
 
+mod handle;
+#[cfg(test)]
+mod tests;
+
 /// How often the judge looks at the window.
 const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for a state file write being retried: long
+/// enough for a write or two, short against a drain timeout.
+const SHUTDOWN_SETTLE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutStartError {
@@ -73,7 +86,7 @@ struct Shared {
     routing: Arc<Routing>,
     stats: StatsHandle,
     metrics: Arc<Metrics>,
-    state_file: PathBuf,
+    writer: Arc<StateWriter>,
     identity: String,
     webhook: Option<Webhook>,
     clock: Clock,
@@ -156,12 +169,18 @@ pub fn start(
             source,
         }
     })?;
+    let writer = StateWriter::new(
+        path,
+        identity.clone(),
+        metrics.state_persist_failures.clone(),
+        metrics.state_file_behind.clone(),
+    );
     let shared = Arc::new(Shared {
         machine: Mutex::new(machine),
         routing,
         stats,
         metrics,
-        state_file: path,
+        writer,
         identity,
         webhook: rollout.webhook.clone().map(Webhook::spawn),
         clock,
@@ -215,41 +234,27 @@ impl Shared {
     }
 
     /// Applies and records a change; called with the machine locked so
-    /// changes are persisted in the order they happened.
-    fn apply(&self, machine: &RolloutMachine, change: &Change) {
+    /// changes are persisted in the order they happened. The routing takes
+    /// effect at once; the decision is announced once it is on disk.
+    fn apply(&self, machine: &RolloutMachine, change: &Change) -> Durability {
         let state = machine.state();
         self.apply_routing(state);
         if change.reset_window {
             self.stats.reset_step();
         }
-        if let Some(decision) = &change.decision {
-            let index = match decision.verdict {
-                Verdict::Pass => 0,
-                Verdict::Fail => 1,
-                Verdict::Hold => 2,
-            };
-            self.metrics.decisions[index].increment(1);
-            tracing::info!(
-                target: "understudy::decision",
-                verdict = ?decision.verdict,
-                action = %decision.action,
-                phase = state.phase.as_str(),
-                weight = state.weight,
-                reasons = %decision.reasons.join("; "),
-                evidence = %decision.evidence.as_ref().map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default(),
-                "rollout decision"
-            );
-        }
-        if change.to == Phase::RolledBack && change.from != Phase::RolledBack {
-            self.metrics.rollbacks.increment(1);
-        }
-        if let Err(error) = persist::save(&self.state_file, &self.identity, state) {
-            tracing::error!(path = %self.state_file.display(), %error, "cannot persist rollout state");
-        }
-        if change.from != change.to
-            && let Some(webhook) = &self.webhook
-        {
-            webhook.send(json!({
+        self.writer.submit(state, self.announcement(state, change))
+    }
+
+    /// The change's log line, counters and webhook event, to release once
+    /// the state holding it is durable.
+    fn announcement(
+        &self,
+        state: &super::machine::RolloutState,
+        change: &Change,
+    ) -> Option<Announcement> {
+        let rolled_back = change.to == Phase::RolledBack && change.from != Phase::RolledBack;
+        let event = (change.from != change.to && self.webhook.is_some()).then(|| {
+            json!({
                 "event": "phase_change",
                 "from": change.from.as_str(),
                 "to": change.to.as_str(),
@@ -257,8 +262,41 @@ impl Shared {
                 "step": state.step,
                 "at_ms": state.updated_ms,
                 "decision": change.decision,
-            }));
+            })
+        });
+        if change.decision.is_none() && !rolled_back && event.is_none() {
+            return None;
         }
+        let decision = change.decision.clone();
+        let (phase, weight) = (state.phase, state.weight);
+        let metrics = self.metrics.clone();
+        let webhook = self.webhook.clone();
+        Some(Box::new(move || {
+            if let Some(decision) = &decision {
+                let index = match decision.verdict {
+                    Verdict::Pass => 0,
+                    Verdict::Fail => 1,
+                    Verdict::Hold => 2,
+                };
+                metrics.decisions[index].increment(1);
+                tracing::info!(
+                    target: "understudy::decision",
+                    verdict = ?decision.verdict,
+                    action = %decision.action,
+                    phase = phase.as_str(),
+                    weight,
+                    reasons = %decision.reasons.join("; "),
+                    evidence = %decision.evidence.as_ref().map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default(),
+                    "rollout decision"
+                );
+            }
+            if rolled_back {
+                metrics.rollbacks.increment(1);
+            }
+            if let (Some(webhook), Some(event)) = (&webhook, event) {
+                webhook.send(event);
+            }
+        }))
     }
 }
 
@@ -277,13 +315,14 @@ impl RolloutTask {
             };
             self.evaluate(&snapshot.step);
         }
-        let machine = self.shared.lock();
-        if let Err(error) = persist::save(
-            &self.shared.state_file,
-            &self.shared.identity,
-            machine.state(),
-        ) {
-            tracing::error!(%error, "cannot persist rollout state on shutdown");
+        let state = self.shared.lock().state().clone();
+        self.shared.writer.submit(&state, None);
+        if !self.shared.writer.settle(SHUTDOWN_SETTLE).await {
+            tracing::error!(
+                state_file = %self.shared.writer.status_json(),
+                "stopping with the rollout state file behind: the next start resumes from the \
+                 older state on disk"
+            );
         }
         tracing::info!("rollout controller stopped");
     }
@@ -291,10 +330,35 @@ impl RolloutTask {
     fn evaluate(&self, window: &WindowStats) {
         let now = self.shared.clock.now_ms();
         let mut machine = self.shared.lock();
+        if self.shared.writer.is_behind() {
+            // Judged on a copy: a step towards the candidate waits until the
+            // file is current, so memory and disk never drift further apart
+            // than the operator's own commands take them.
+            let mut trial = machine.clone();
+            if let Some(change) = judge(&mut trial, now, window) {
+                if towards_candidate(&machine, &trial) {
+                    tracing::debug!(
+                        to = change.to.as_str(),
+                        weight = trial.state().weight,
+                        "the state file is behind; holding this step until it is current"
+                    );
+                    return;
+                }
+                *machine = trial;
+                self.shared.apply(&machine, &change);
+            }
+            return;
+        }
         if let Some(change) = judge(&mut machine, now, window) {
             self.shared.apply(&machine, &change);
         }
     }
+}
+
+/// Whether `after` gives the candidate more traffic than `before`.
+fn towards_candidate(before: &RolloutMachine, after: &RolloutMachine) -> bool {
+    after.state().weight > before.state().weight
+        || (after.state().phase == Phase::Promoted && before.state().phase != Phase::Promoted)
 }
 
 /// Lets the machine judge `window` at `now`; what single-node mode does
@@ -324,149 +388,4 @@ fn side(stats: &crate::stats::RoleStats) -> SideWindow<'_> {
         client_errors: stats.client_errors(),
         latency_us: &stats.latency_us,
     }
-}
-
-impl RolloutHandle {
-    /// Applies an operator command.
-    pub fn command(&self, command: Command) -> Result<Value, String> {
-        let now = self.shared.clock.now_ms();
-        let mut machine = self.shared.lock();
-        let change = machine.command(now, command).map_err(|e| e.to_string())?;
-        self.shared.apply(&machine, &change);
-        Ok(status_of(&machine))
-    }
-
-    /// `POST /rollout/{command}` with its JSON body.
-    pub async fn command_from_http(
-        &self,
-        command: &str,
-        body: &[u8],
-    ) -> Result<Value, (StatusCode, String)> {
-        let command = match command {
-            "pause" => Command::Pause,
-            "resume" => Command::Resume,
-            "promote" => Command::Promote,
-            "rollback" => Command::Rollback,
-            "weight" => {
-                let value: Value = serde_json::from_slice(body).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("expected JSON like {{\"percent\": 10}}: {e}"),
-                    )
-                })?;
-                let percent = value["percent"].as_f64().ok_or_else(|| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        "expected JSON like {\"percent\": 10}".to_owned(),
-                    )
-                })?;
-                Command::SetWeight(percent)
-            }
-            other => {
-                return Err((
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "unknown rollout command {other:?}: use pause, resume, promote, rollback or weight"
-                    ),
-                ));
-            }
-        };
-        #[cfg(feature = "fleet")]
-        if let Some(fleet) = self.shared.fleet.get() {
-            return fleet.command(command).await;
-        }
-        self.command(command).map_err(|m| (StatusCode::CONFLICT, m))
-    }
-
-    /// Unix milliseconds on the rollout's clock.
-    pub fn now_ms(&self) -> u64 {
-        self.shared.clock.now_ms()
-    }
-
-    /// A copy of the machine, to try a change on before it is agreed on.
-    pub fn machine(&self) -> RolloutMachine {
-        self.shared.lock().clone()
-    }
-
-    /// What identifies this rollout (its backends).
-    pub fn identity(&self) -> &str {
-        &self.shared.identity
-    }
-
-    /// Takes a state decided elsewhere (by the fleet): applies its weight,
-    /// starts a new step window when asked, and keeps it in the state file
-    /// as a cache for a restart while etcd is unreachable.
-    pub fn adopt(&self, state: super::machine::RolloutState, new_window: bool) {
-        let mut machine = self.shared.lock();
-        *machine = RolloutMachine::restore(machine.settings().clone(), state);
-        self.shared.apply_routing(machine.state());
-        if new_window {
-            self.shared.stats.reset_step();
-        }
-        if let Err(error) = persist::save(
-            &self.shared.state_file,
-            &self.shared.identity,
-            machine.state(),
-        ) {
-            tracing::error!(path = %self.shared.state_file.display(), %error, "cannot cache the fleet's rollout state");
-        }
-    }
-
-    /// Installs a machine whose `change` this replica made and the fleet
-    /// accepted: applied and recorded exactly like a local decision.
-    pub fn commit(&self, changed: RolloutMachine, change: &Change) {
-        let mut machine = self.shared.lock();
-        *machine = changed;
-        self.shared.apply(&machine, change);
-    }
-
-    /// Fleet mode: operator commands go through `fleet` from now on.
-    #[cfg(feature = "fleet")]
-    pub fn attach_fleet(&self, fleet: crate::fleet::FleetHandle) {
-        let _ = self.shared.fleet.set(fleet);
-    }
-
-    /// The rollout part of `GET /status`.
-    pub fn status_json(&self) -> Value {
-        #[allow(unused_mut)]
-        let mut status = status_of(&self.shared.lock());
-        #[cfg(feature = "fleet")]
-        if let Some(fleet) = self.shared.fleet.get() {
-            status["fleet"] = fleet.status_json();
-        }
-        status
-    }
-
-    /// Current phase and weight.
-    pub fn phase_and_weight(&self) -> (Phase, f64) {
-        let machine = self.shared.lock();
-        (machine.state().phase, machine.state().weight)
-    }
-
-    /// Config reload: new thresholds and steps apply to the next judgement.
-    pub fn update_settings(&self, rollout: &config::Rollout) {
-        let settings = settings_from(rollout);
-        if let Err(error) = settings.validate() {
-            tracing::error!(%error, "reloaded rollout settings rejected");
-            return;
-        }
-        self.shared.lock().set_settings(settings);
-    }
-}
-
-fn status_of(machine: &RolloutMachine) -> Value {
-    let state = machine.state();
-    let settings = machine.settings();
-    json!({
-        "phase": state.phase.as_str(),
-        "weight": state.weight,
-        "step": (state.phase == Phase::Canary || state.weight > 0.0).then_some(state.step),
-        "steps": settings.steps,
-        "step_started_ms": state.step_started_ms,
-        "paused_from": state.paused_from.map(|p| p.as_str()),
-        "rollout_configured": true,
-        "thresholds": settings.thresholds,
-        "max_step_duration_s": settings.max_step_duration.map(|d| d.as_secs_f64()),
-        "decisions": state.decisions,
-    })
 }

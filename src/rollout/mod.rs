@@ -9,6 +9,7 @@ pub mod judge;
 pub mod machine;
 
 pub mod controller;
+mod durable;
 pub mod persist;
 #[cfg(test)]
 mod sim;

@@ -86,6 +86,9 @@ pub fn load(path: &Path, identity: &str) -> Result<Option<RolloutState>, LoadErr
 }
 
 /// Writes the state atomically (temp file, fsync, rename, fsync directory).
+/// `Ok` means the new state survives a crash or power loss; any failure
+/// along the way (a full disk, a failed fsync) is an error, and the temp
+/// file is removed so a full disk gets its space back.
 pub fn save(path: &Path, identity: &str, state: &RolloutState) -> std::io::Result<()> {
     let file = StateFile {
         format: FORMAT_VERSION,
@@ -102,17 +105,19 @@ pub fn save(path: &Path, identity: &str, state: &RolloutState) -> std::io::Resul
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "understudy-state.json".into());
     let temp = dir.join(format!(".{name}.tmp"));
-    {
+    let written = (|| {
         let mut out = std::fs::File::create(&temp)?;
         out.write_all(&bytes)?;
-        out.sync_all()?;
+        out.sync_all()
+    })();
+    if let Err(error) = written.and_then(|()| std::fs::rename(&temp, path)) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(error);
     }
-    std::fs::rename(&temp, path)?;
-    // The rename is durable only once the directory entry is on disk.
-    if let Ok(dir) = std::fs::File::open(&dir) {
-        let _ = dir.sync_all();
-    }
-    Ok(())
+    // The rename is durable only once the directory entry is on disk; until
+    // then a crash may bring back the old file, so this failing is a failed
+    // save too.
+    std::fs::File::open(&dir)?.sync_all()
 }
 
 /// Moves a corrupt state file aside (`NAME.corrupt`) so it is kept for a

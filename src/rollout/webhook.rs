@@ -19,6 +19,7 @@ const ATTEMPTS: u32 = 3;
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sender side: queue an event and return at once.
+#[derive(Clone)]
 pub struct Webhook {
     queue: mpsc::Sender<Value>,
 }

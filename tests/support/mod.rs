@@ -5,6 +5,8 @@
 //! * [`http_client`], [`h2c_client`], [`send`], [`try_send`]: a plain hyper
 //!   client for talking to the proxy or an upstream.
 //! * [`refused_addr`]: an address where nothing listens.
+//! * [`raw_exchange`], [`RawUpstream`]: raw-socket client and upstream for
+//!   bytes no HTTP library would send.
 //!
 //! Each integration test compiles this module separately and uses only part
 //! of it, hence `dead_code` is allowed. It must never bind anything but
@@ -26,9 +28,11 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+pub mod full_fs;
 pub mod memory;
 pub mod promtool;
 mod raw;
+mod raw_peer;
 mod reply;
 mod server;
 pub mod tls;
@@ -44,6 +48,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+pub use raw_peer::{RawUpstream, header_of, raw_exchange, status_of};
 pub use reply::{BoxError, Gate, Reply};
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Received};
 
