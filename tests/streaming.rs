@@ -109,10 +109,14 @@ where
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// A body larger than `listen.request_buffer_bytes` streams on to stable
+/// once the buffer is full, before the client has sent all of it.
 #[tokio::test]
 async fn chunked_request_body_is_forwarded_before_it_ends() {
     let stable = FakeUpstream::start(Reply::empty(204)).await;
-    let proxy = harness::start(&stable.url(), None, "").await;
+    let text = harness::config_text(&stable.url(), None, "");
+    let text = text.replacen("[listen]\n", "[listen]\nrequest_buffer_bytes = 4\n", 1);
+    let proxy = harness::start_text(&text).await;
     let (tx, rx) = mpsc::channel(4);
     let request = Request::post(format!("{}/upload", proxy.url))
         .body(ChannelBody(rx))
