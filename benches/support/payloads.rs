@@ -42,7 +42,11 @@ impl Payload {
                     if item > 0 {
                         out.push(',');
                     }
-                    write!(out, r#"{{"object":"embedding","index":{item},"embedding":["#).unwrap();
+                    write!(
+                        out,
+                        r#"{{"object":"embedding","index":{item},"embedding":["#
+                    )
+                    .unwrap();
                     numbers(&mut out, &mut rng, 1536, nudge, |u| u * 0.2 - 0.1);
                     out.push_str("]}");
                 }

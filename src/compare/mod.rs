@@ -39,18 +39,25 @@
 //!   element on both sides; other rows (one-element rows such as class labels, strings,
 //!   objects) are compared by value.
 
+mod extract;
+mod fast;
 mod kserve;
 mod pointer;
 mod preset;
 mod render;
 mod rows;
+mod scan;
 mod spec;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_gen;
+#[cfg(test)]
 mod tests_http;
 #[cfg(test)]
 mod tests_presets;
+#[cfg(test)]
+mod tests_prop;
 mod value;
 
 use serde_json::Value;
@@ -173,6 +180,10 @@ pub struct Comparator {
     target: Pointer,
     layout: Layout,
     ignores: Vec<IgnorePath>,
+    /// The ignores that reach inside the target, relative to it, for the fast path;
+    /// `None` when an ignore may remove the target or an ancestor of it (then every
+    /// pair takes the tree path).
+    inner_ignores: Option<Vec<IgnorePath>>,
     rules: Rules,
 }
 
@@ -310,13 +321,41 @@ impl Comparator {
 
     /// Compares one mirrored pair; see the module documentation for the rules.
     pub fn compare(&self, stable: &Observed<'_>, candidate: &Observed<'_>) -> Comparison {
+        let (s_body, c_body, success) = match self.bodies(stable, candidate) {
+            Ok(bodies) => bodies,
+            Err(decided) => return decided,
+        };
+        match &self.inner_ignores {
+            Some(inner) if success => fast::compare(self, s_body, c_body, inner),
+            _ => self.compare_tree(s_body, c_body, success),
+        }
+    }
+
+    /// The reference implementation of [`Comparator::compare`]: both bodies parsed
+    /// whole into `serde_json::Value`. Kept for tests and fuzzing, which require the
+    /// fast path to agree with it on every input.
+    #[doc(hidden)]
+    pub fn compare_reference(&self, stable: &Observed<'_>, candidate: &Observed<'_>) -> Comparison {
+        match self.bodies(stable, candidate) {
+            Ok((s_body, c_body, success)) => self.compare_tree(s_body, c_body, success),
+            Err(decided) => decided,
+        }
+    }
+
+    /// Rules 1 to 5: decides the pair when that needs no JSON, else hands back both
+    /// bodies and whether the (equal) status is 2xx.
+    fn bodies<'a>(
+        &self,
+        stable: &Observed<'a>,
+        candidate: &Observed<'a>,
+    ) -> Result<(&'a [u8], &'a [u8], bool), Comparison> {
         let (s_status, s_body, s_cut) = match *stable {
             Observed::Response {
                 status,
                 body,
                 truncated,
             } if status < 500 => (status, body, truncated),
-            _ => return Comparison::bare(Outcome::StableError, None),
+            _ => return Err(Comparison::bare(Outcome::StableError, None)),
         };
         let (c_status, c_body, c_cut) = match *candidate {
             Observed::Response {
@@ -324,7 +363,7 @@ impl Comparator {
                 body,
                 truncated,
             } if status < 500 => (status, body, truncated),
-            _ => return Comparison::bare(Outcome::ShadowError, None),
+            _ => return Err(Comparison::bare(Outcome::ShadowError, None)),
         };
         if s_status != c_status {
             let difference = Difference {
@@ -332,15 +371,23 @@ impl Comparator {
                 stable: s_status.to_string(),
                 candidate: c_status.to_string(),
             };
-            return Comparison::mismatched(ElementCounts::default(), difference);
+            return Err(Comparison::mismatched(ElementCounts::default(), difference));
         }
         if s_cut || c_cut {
-            return Comparison::bare(Outcome::Uncomparable, Some(reason::BODY_TRUNCATED));
+            return Err(Comparison::bare(
+                Outcome::Uncomparable,
+                Some(reason::BODY_TRUNCATED),
+            ));
         }
         let success = (200..300).contains(&s_status);
         if self.format == Format::Bytes || (!success && s_body == c_body) {
-            return compare_bytes(s_body, c_body);
+            return Err(compare_bytes(s_body, c_body));
         }
+        Ok((s_body, c_body, success))
+    }
+
+    /// Rules 6 to 8 on whole parsed documents.
+    fn compare_tree(&self, s_body: &[u8], c_body: &[u8], success: bool) -> Comparison {
         let Ok(mut s_doc) = serde_json::from_slice::<Value>(s_body) else {
             return Comparison::bare(Outcome::Uncomparable, Some(reason::STABLE_NOT_JSON));
         };
@@ -361,12 +408,18 @@ impl Comparator {
     }
 
     fn compare_docs(&self, s_doc: &Value, c_doc: &Value, success: bool) -> Comparison {
-        let mut tally = Tally::default();
         if !success {
+            let mut tally = Tally::default();
             tally.row(value::diff_values(s_doc, c_doc, &self.rules.tol));
             return finish(&[], tally);
         }
-        match (self.target.resolve(s_doc), self.target.resolve(c_doc)) {
+        self.compare_targets(self.target.resolve(s_doc), self.target.resolve(c_doc))
+    }
+
+    /// Rules 7 (missing targets) and 8 on the resolved targets of two 2xx documents.
+    fn compare_targets(&self, s: Option<&Value>, c: Option<&Value>) -> Comparison {
+        let mut tally = Tally::default();
+        match (s, c) {
             (None, None) => {
                 return Comparison::bare(Outcome::Uncomparable, Some(reason::POINTER_MISSING));
             }
