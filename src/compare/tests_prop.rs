@@ -120,3 +120,44 @@ fn fast_path_agrees_with_reference_seed_1() {
 fn fast_path_agrees_with_reference_seed_2() {
     assert_coverage(run_seed(0x5eed));
 }
+
+// The benchmark payloads, shared with benches/micro.rs.
+#[allow(dead_code, clippy::unusual_byte_groupings)]
+#[path = "../../benches/support/payloads.rs"]
+mod payloads;
+
+/// The ML-sized benchmark pairs agree, and the fast path decides them alone (a
+/// fallback there would still be correct, but would lose the speed it exists for).
+#[test]
+fn benchmark_payloads_are_decided_by_the_fast_path() {
+    use payloads::Payload;
+    let spec = |preset, mode, pointer: Option<&str>| CompareSpec {
+        preset,
+        mode,
+        pointer: pointer.map(str::to_owned),
+        ..CompareSpec::default()
+    };
+    let cases = [
+        (Payload::Embeddings, spec(Some(Preset::Openai), None, None)),
+        (Payload::Embeddings, spec(None, None, Some("/model"))),
+        (
+            Payload::Embeddings,
+            spec(None, Some(Mode::Cosine), Some("/data/3/embedding")),
+        ),
+        (
+            Payload::KserveV2,
+            spec(Some(Preset::KserveV2), Some(Mode::Argmax), None),
+        ),
+        (Payload::KserveV2, spec(Some(Preset::KserveV2), None, None)),
+    ];
+    for (payload, spec) in cases {
+        let (a, b) = (payload.body(false), payload.body(true));
+        let cmp = Comparator::new(&spec).expect("valid spec");
+        let before = super::fast::DECIDED.with(std::cell::Cell::get);
+        check(&cmp, &spec, (200, 200), &a, &b);
+        let decided = super::fast::DECIDED.with(std::cell::Cell::get) - before;
+        assert_eq!(decided, 3, "{payload:?} {spec:?}");
+        let c = cmp.compare(&response(200, &a), &response(200, &b));
+        assert_eq!(c.outcome, Outcome::Match, "{payload:?} {spec:?}");
+    }
+}
