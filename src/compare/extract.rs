@@ -8,7 +8,7 @@
 //! raw bytes, which the caller only ever compares for byte equality).
 
 use super::preset::Layout;
-use super::scan::{Res, Scanner, Str};
+use super::scan::{Numbers, Res, Scanner, Str};
 
 /// One JSON node inside the target.
 #[derive(Debug, Clone, Copy)]
@@ -69,9 +69,18 @@ pub(crate) struct Side<'b> {
 }
 
 impl<'b> Side<'b> {
-    /// Validates `body` whole and extracts the target at `tokens` for `layout`.
-    pub(crate) fn read(body: &'b [u8], tokens: &[String], layout: Layout) -> Res<Side<'b>> {
-        let mut side = Side::default();
+    /// Validates `body` whole and extracts the target at `tokens` for `layout`;
+    /// `nums` is an empty buffer to read numbers into (its capacity is reused).
+    pub(crate) fn read(
+        body: &'b [u8],
+        tokens: &[String],
+        layout: Layout,
+        nums: Vec<f64>,
+    ) -> Res<Side<'b>> {
+        let mut side = Side {
+            nums,
+            ..Side::default()
+        };
         let mut sc = Scanner::new(body);
         let target = walk(&mut sc, tokens, &mut |sc| {
             side.nums.clear();
@@ -158,22 +167,13 @@ fn node<'b>(sc: &mut Scanner<'b>, side: &mut Side<'b>) -> Res<Node<'b>> {
         return Ok(Node::Raw(sc.since(start)));
     }
     let from = side.nums.len();
-    let mut all_numbers = true;
-    sc.array(|sc, _| {
-        if all_numbers && is_number_start(sc.peek()) {
-            let x = number(sc, side)?;
-            side.nums.push(x);
-            Ok(())
-        } else {
-            all_numbers = false;
-            sc.skip()
+    match sc.numbers::<true>(&mut side.nums, &mut side.big_int)? {
+        Numbers::Closed => Ok(Node::Nums(from, side.nums.len())),
+        Numbers::Stopped(read) => {
+            side.nums.truncate(from);
+            sc.elements(read, |sc, _| sc.skip())?;
+            Ok(Node::Raw(sc.since(start)))
         }
-    })?;
-    if all_numbers {
-        Ok(Node::Nums(from, side.nums.len()))
-    } else {
-        side.nums.truncate(from);
-        Ok(Node::Raw(sc.since(start)))
     }
 }
 
@@ -183,33 +183,23 @@ fn rows<'b>(sc: &mut Scanner<'b>, side: &mut Side<'b>) -> Res<Part<'b>> {
         return node(sc, side).map(Part::One);
     }
     let from = side.nums.len();
-    let mut many: Option<Vec<Node<'b>>> = None;
-    sc.array(|sc, _| {
-        let numeric = is_number_start(sc.peek());
-        match &mut many {
-            None if numeric => {
-                let x = number(sc, side)?;
-                side.nums.push(x);
-            }
-            None => {
-                // Not all numbers: the numbers so far become nodes of their own.
-                let mut nodes: Vec<Node<'b>> = side
-                    .slice(from, side.nums.len())
-                    .iter()
-                    .map(|&x| Node::Num(x))
-                    .collect();
-                side.nums.truncate(from);
+    match sc.numbers::<true>(&mut side.nums, &mut side.big_int)? {
+        Numbers::Closed => Ok(Part::One(Node::Nums(from, side.nums.len()))),
+        Numbers::Stopped(read) => {
+            // Not all numbers: the numbers so far become nodes of their own.
+            let mut nodes: Vec<Node<'b>> = side
+                .slice(from, side.nums.len())
+                .iter()
+                .map(|&x| Node::Num(x))
+                .collect();
+            side.nums.truncate(from);
+            sc.elements(read, |sc, _| {
                 nodes.push(node(sc, side)?);
-                many = Some(nodes);
-            }
-            Some(nodes) => nodes.push(node(sc, side)?),
+                Ok(())
+            })?;
+            Ok(Part::Many(nodes))
         }
-        Ok(())
-    })?;
-    Ok(match many {
-        None => Part::One(Node::Nums(from, side.nums.len())),
-        Some(nodes) => Part::Many(nodes),
-    })
+    }
 }
 
 /// OpenAI `/data`: each item's `embedding`.

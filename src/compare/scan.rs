@@ -25,6 +25,9 @@ const MAX_EXACT_DIGITS: u32 = 19;
 /// exact integer and f64 arithmetic on them equals serde_json's exact i128 path.
 pub(crate) const SAFE_INT_DIGITS: u32 = 15;
 
+/// 2^52: floats in [2^52, 2^53) are exactly the integers there.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
 /// Exact powers of ten for the fast conversion (10^22 is the largest exact in f64).
 const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
@@ -58,6 +61,16 @@ impl Str<'_> {
         // answer is serde_json's by construction.
         serde_json::from_slice::<String>(self.quoted).is_ok_and(|s| s == text)
     }
+}
+
+/// How [`Scanner::numbers`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Numbers {
+    /// Every element was a number; the array is consumed.
+    Closed,
+    /// Element `.0` is not a number: the cursor is at it, and the caller finishes the
+    /// array with [`Scanner::elements`].
+    Stopped(usize),
 }
 
 /// The cursor over one body.
@@ -158,17 +171,23 @@ impl<'b> Scanner<'b> {
 
     /// Walks an array (cursor at `[`): `element` is called with each index and must
     /// consume the element.
-    pub(crate) fn array(
-        &mut self,
-        mut element: impl FnMut(&mut Self, usize) -> Res<()>,
-    ) -> Res<()> {
+    pub(crate) fn array(&mut self, element: impl FnMut(&mut Self, usize) -> Res<()>) -> Res<()> {
         self.enter()?;
         if self.peek() == Some(b']') {
             self.pos += 1;
             self.depth -= 1;
             return Ok(());
         }
-        let mut index = 0;
+        self.elements(0, element)
+    }
+
+    /// The rest of an open array, the cursor at element `index`: walks it and the
+    /// following elements (see [`Scanner::array`]) and the closing `]`.
+    pub(crate) fn elements(
+        &mut self,
+        mut index: usize,
+        mut element: impl FnMut(&mut Self, usize) -> Res<()>,
+    ) -> Res<()> {
         loop {
             element(self, index)?;
             index += 1;
@@ -183,11 +202,69 @@ impl<'b> Scanner<'b> {
         Ok(())
     }
 
+    /// Opens an array (cursor at `[`) and reads its leading elements while they are
+    /// numbers, their values appended to `out` when `KEEP`; `big_int` is set when one
+    /// is a long integer literal. This is the hot loop of the fast path: tensors and
+    /// embeddings are arrays of numbers.
+    pub(crate) fn numbers<const KEEP: bool>(
+        &mut self,
+        out: &mut Vec<f64>,
+        big_int: &mut bool,
+    ) -> Res<Numbers> {
+        self.enter()?;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(Numbers::Closed);
+        }
+        // The cursor lives in a local for the loop (written back on every exit), so
+        // that it stays in a register rather than going through `self` per byte.
+        let bytes = self.bytes;
+        let mut p = self.pos;
+        let mut count = 0;
+        loop {
+            p = skip_ws(bytes, p);
+            let n = match short::<KEEP>(bytes, p) {
+                Some((n, end)) => {
+                    p = end;
+                    n
+                }
+                None => {
+                    self.pos = p;
+                    if !matches!(bytes.get(p), Some(b'-' | b'0'..=b'9')) {
+                        return Ok(Numbers::Stopped(count));
+                    }
+                    let n = self.number::<KEEP>()?;
+                    p = self.pos;
+                    n
+                }
+            };
+            if KEEP {
+                out.push(n.value);
+            }
+            *big_int |= n.big_int;
+            count += 1;
+            p = skip_ws(bytes, p);
+            match bytes.get(p) {
+                Some(b',') => p += 1,
+                Some(b']') => {
+                    self.pos = p + 1;
+                    self.depth -= 1;
+                    return Ok(Numbers::Closed);
+                }
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
     /// Validates and skips one value of any kind.
     pub(crate) fn skip(&mut self) -> Res<()> {
         match self.peek() {
             Some(b'{') => self.object(|s, _| s.skip()),
-            Some(b'[') => self.array(|s, _| s.skip()),
+            Some(b'[') => match self.numbers::<false>(&mut Vec::new(), &mut false)? {
+                Numbers::Closed => Ok(()),
+                Numbers::Stopped(n) => self.elements(n, |s, _| s.skip()),
+            },
             Some(b'"') => self.string().map(drop),
             Some(b'-' | b'0'..=b'9') => self.number::<false>().map(drop),
             Some(b't') => self.literal(b"true"),
@@ -278,6 +355,18 @@ impl<'b> Scanner<'b> {
             self.pos += 1;
         }
         (self.pos - start) as u32
+    }
+
+    /// [`Scanner::number`] through [`short`] first, as the hot loop reads numbers.
+    #[cfg(test)]
+    fn short_number<const CONVERT: bool>(&mut self) -> Res<Num> {
+        match short::<CONVERT>(self.bytes, self.pos) {
+            Some((n, end)) => {
+                self.pos = end;
+                Ok(n)
+            }
+            None => self.number::<CONVERT>(),
+        }
     }
 
     /// Reads a number (cursor at its first byte). `CONVERT` computes its value;
@@ -373,6 +462,65 @@ impl<'b> Scanner<'b> {
         }
         Ok(Num { value, big_int })
     }
+}
+
+#[inline(always)]
+fn skip_ws(bytes: &[u8], mut p: usize) -> usize {
+    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(p) {
+        p += 1;
+    }
+    p
+}
+
+/// The number at `p` when it has the common spelling `-?digits(.digits)?` of at most
+/// 19 digits with a mantissa below 2^52 and no exponent, and where it ends; `None`
+/// for any other spelling, any error, and anything not a number, all of which
+/// [`Scanner::number`] decides.
+#[inline(always)]
+fn short<const CONVERT: bool>(bytes: &[u8], mut p: usize) -> Option<(Num, usize)> {
+    let negative = bytes.get(p) == Some(&b'-');
+    p += usize::from(negative);
+    let int_start = p;
+    let mut mantissa = 0u64;
+    while let Some(&d @ b'0'..=b'9') = bytes.get(p) {
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+        p += 1;
+    }
+    let int_digits = p - int_start;
+    let mut frac_digits = 0;
+    if bytes.get(p) == Some(&b'.') {
+        p += 1;
+        let frac_start = p;
+        while let Some(&d @ b'0'..=b'9') = bytes.get(p) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            p += 1;
+        }
+        frac_digits = p - frac_start;
+        if frac_digits == 0 {
+            return None;
+        }
+    }
+    let plain = int_digits >= 1
+        && (int_digits == 1 || bytes.get(int_start) != Some(&b'0'))
+        && !matches!(bytes.get(p), Some(b'e' | b'E'))
+        && int_digits + frac_digits <= MAX_EXACT_DIGITS as usize
+        && mantissa < 1 << 52;
+    let pow = *POW10.get(frac_digits).filter(|_| plain)?;
+    let value = if CONVERT {
+        // Clinger's fast path, as in `Scanner::number`. The mantissa (< 2^52) becomes
+        // a float by placing it in the significand of 2^52 and subtracting 2^52, both
+        // exact; `as f64` compiles to cvtsi2sd, whose false dependency on its
+        // destination chained each conversion to the previous number's division. The
+        // sign is or-ed in rather than branched on: embeddings are half negative, in
+        // no predictable order.
+        let m = f64::from_bits(TWO_52.to_bits() | mantissa) - TWO_52;
+        let v = m / pow;
+        f64::from_bits(v.to_bits() | (u64::from(negative) << 63))
+    } else {
+        0.0
+    };
+    let big_int = frac_digits == 0 && int_digits > SAFE_INT_DIGITS as usize;
+    Some((Num { value, big_int }, p))
 }
 
 #[cfg(test)]
@@ -515,7 +663,11 @@ mod tests {
                 .ok()
                 .and_then(|v| v.as_f64());
             let mut sc = Scanner::new(text.as_bytes());
-            let ours = sc.number::<true>().ok().filter(|_| sc.finish().is_ok());
+            // The short reader hands every spelling it does not take to `number`.
+            let ours = sc
+                .short_number::<true>()
+                .ok()
+                .filter(|_| sc.finish().is_ok());
             match (serde, ours) {
                 (Some(x), Some(n)) => assert_eq!(x.to_bits(), n.value.to_bits(), "{text}"),
                 (None, None) => {}
