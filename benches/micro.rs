@@ -1,18 +1,27 @@
 //! Micro-benchmarks of the per-request work: comparing a KServe V2
 //! response (one row and a 100-row batch), the split decision, recording a
 //! latency sample, the mirror hand-off (taking and returning a slot;
-//! spawning a mirror and running it to its end), and the header work on a
-//! request and response head (refusal checks, rewriting).
-//! Run: `cargo bench --bench micro`.
+//! spawning a mirror and running it to its end), the header work on a
+//! request and response head (refusal checks, rewriting), and comparing
+//! ML-sized answers (OpenAI embeddings 32 x 1536, KServe V2 [64, 1000])
+//! beside parsing the same two bodies into `serde_json::Value`, in bytes per
+//! second.
+//! Run: `cargo bench --bench micro` (`-- compare_ml` for the ML-sized group only).
 
-use criterion::{Criterion, criterion_group, criterion_main};
+// Shared with other benchmarks, which use parts this one does not.
+#[allow(dead_code, clippy::unusual_byte_groupings)]
+#[path = "support/payloads.rs"]
+mod payloads;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use payloads::Payload;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use understudy::budget::ByteBudget;
-use understudy::compare::{Comparator, CompareSpec, Observed, Preset};
+use understudy::compare::{Comparator, CompareSpec, Mode, Observed, Outcome, Preset};
 use understudy::config::{self, ComparePriority};
 use understudy::mirror::compare_pool::ComparePool;
 use understudy::mirror::{Mirror, MirrorJob, Pending};
@@ -58,6 +67,78 @@ fn compare(c: &mut Criterion) {
             })
         });
     }
+}
+
+/// ML-sized answers: the comparison (and the reference tree path) of a stable body
+/// with its nudged candidate, with itself (byte-identical), and with only `/model`
+/// compared, beside `serde_json::from_slice::<Value>` of the same two bodies. Every
+/// case has `Throughput::Bytes` of both bodies, so the MB/s compare directly.
+fn compare_ml(c: &mut Criterion) {
+    let spec = |preset, mode, pointer: Option<&str>| {
+        Comparator::new(&CompareSpec {
+            preset,
+            mode,
+            pointer: pointer.map(str::to_owned),
+            ..CompareSpec::default()
+        })
+        .expect("valid spec")
+    };
+    let cases = [
+        (
+            "embeddings",
+            Payload::Embeddings,
+            spec(Some(Preset::Openai), None, None),
+        ),
+        (
+            "kserve",
+            Payload::KserveV2,
+            spec(Some(Preset::KserveV2), Some(Mode::Argmax), None),
+        ),
+    ];
+    let mut group = c.benchmark_group("compare_ml");
+    group.sample_size(20);
+    for (name, payload, comparator) in cases {
+        let stable = payload.body(false);
+        let candidate = payload.body(true);
+        let model = spec(None, None, Some("/model"));
+        let pairs = [
+            ("nudged", &stable, &candidate, &comparator),
+            ("identical", &stable, &stable, &comparator),
+            ("model_pointer", &stable, &candidate, &model),
+        ];
+        for (pair, s, cand, cmp) in pairs {
+            if pair == "model_pointer" && payload != Payload::Embeddings {
+                continue;
+            }
+            let observe = |body| Observed::Response {
+                status: 200,
+                body,
+                truncated: false,
+            };
+            let (so, co) = (observe(s.as_slice()), observe(cand.as_slice()));
+            let verdict = cmp.compare(&so, &co);
+            assert_eq!(verdict, cmp.compare_reference(&so, &co), "{name}/{pair}");
+            assert_eq!(verdict.outcome, Outcome::Match, "{name}/{pair}");
+            group.throughput(Throughput::Bytes((s.len() + cand.len()) as u64));
+            group.bench_function(format!("{name}/{pair}/compare"), |b| {
+                b.iter(|| cmp.compare(black_box(&so), black_box(&co)))
+            });
+            group.bench_function(format!("{name}/{pair}/reference"), |b| {
+                b.iter(|| cmp.compare_reference(black_box(&so), black_box(&co)))
+            });
+        }
+        group.throughput(Throughput::Bytes((stable.len() + candidate.len()) as u64));
+        group.bench_function(format!("{name}/value_parse"), |b| {
+            b.iter(|| {
+                let s: serde_json::Value =
+                    serde_json::from_slice(black_box(&stable)).expect("valid JSON");
+                let c: serde_json::Value =
+                    serde_json::from_slice(black_box(&candidate)).expect("valid JSON");
+                (s, c)
+            })
+        });
+    }
+    group.finish();
 }
 
 fn split_decision(c: &mut Criterion) {
@@ -246,6 +327,7 @@ fn head_work(c: &mut Criterion) {
 criterion_group!(
     benches,
     compare,
+    compare_ml,
     split_decision,
     stats_record,
     mirror_handoff,

@@ -96,6 +96,37 @@ impl IgnorePath {
     }
 }
 
+/// Where an ignore path reaches, seen from the compared target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reach {
+    /// It parts from the target's path: nothing in or above the target is removed.
+    Outside,
+    /// It may remove the target itself or one of its ancestors.
+    Target,
+    /// It may remove parts inside the target: this path, relative to the target.
+    Inside(IgnorePath),
+}
+
+impl IgnorePath {
+    /// Where this path reaches relative to the target at `target` (tokens from the
+    /// root). A `*` matches any target token; different tokens never designate the
+    /// same node (keys are unique after parsing, and array indices have one spelling).
+    pub(crate) fn reach(&self, target: &[String]) -> Reach {
+        for (i, token) in self.tokens.iter().enumerate() {
+            let Some(t) = target.get(i) else {
+                let rest = self.tokens.get(i..).unwrap_or_default().to_vec();
+                return Reach::Inside(IgnorePath { tokens: rest });
+            };
+            match token {
+                Token::Any => {}
+                Token::Name(name) if name == t => {}
+                Token::Name(_) => return Reach::Outside,
+            }
+        }
+        Reach::Target
+    }
+}
+
 fn remove_at(node: &mut Value, tokens: &[Token]) {
     let Some((first, rest)) = tokens.split_first() else {
         return;
@@ -137,7 +168,7 @@ fn child<'v>(node: &'v Value, token: &str) -> Option<&'v Value> {
 }
 
 /// RFC 6901 array index: `0` or a digit string without leading zeros (`-` never resolves).
-fn array_index(token: &str) -> Option<usize> {
+pub(crate) fn array_index(token: &str) -> Option<usize> {
     let well_formed = !token.is_empty()
         && token.bytes().all(|b| b.is_ascii_digit())
         && (token == "0" || !token.starts_with('0'));

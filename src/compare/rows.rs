@@ -135,10 +135,16 @@ fn compare_vectors<'a>(a: &'a [Value], b: &'a [Value], rules: &Rules) -> Option<
 
 /// Index of the largest score; ties go to the lowest index.
 pub(crate) fn argmax(scores: &[Value]) -> usize {
+    argmax_by(scores, f)
+}
+
+/// [`argmax`] over any numbers (`score` reads one); the fast path runs it on `f64`s
+/// so that both paths share the arithmetic.
+pub(crate) fn argmax_by<T>(scores: &[T], score: impl Fn(&T) -> f64) -> usize {
     let mut best = 0;
     let mut best_score = f64::NEG_INFINITY;
     for (i, v) in scores.iter().enumerate() {
-        let x = f(v);
+        let x = score(v);
         if i == 0 || x > best_score {
             best = i;
             best_score = x;
@@ -161,10 +167,15 @@ pub(crate) enum Cosine {
 /// largest magnitude first so that squares of huge or tiny numbers cannot overflow to
 /// infinity or underflow to zero.
 pub(crate) fn cosine(a: &[Value], b: &[Value]) -> Cosine {
-    if a.iter().zip(b).all(|(x, y)| f(x) == f(y)) {
+    cosine_by(a, b, f)
+}
+
+/// [`cosine`] over any numbers (`value` reads one), shared with the fast path.
+pub(crate) fn cosine_by<T>(a: &[T], b: &[T], value: impl Fn(&T) -> f64) -> Cosine {
+    if a.iter().zip(b).all(|(x, y)| value(x) == value(y)) {
         return Cosine::Equal;
     }
-    let max_abs = |v: &[Value]| v.iter().map(|x| f(x).abs()).fold(0.0, f64::max);
+    let max_abs = |v: &[T]| v.iter().map(|x| value(x).abs()).fold(0.0, f64::max);
     let (ma, mb) = (max_abs(a), max_abs(b));
     match (ma == 0.0, mb == 0.0) {
         (true, true) => return Cosine::Equal,
@@ -174,7 +185,7 @@ pub(crate) fn cosine(a: &[Value], b: &[Value]) -> Cosine {
     }
     let (mut dot, mut na, mut nb) = (0.0, 0.0, 0.0);
     for (x, y) in a.iter().zip(b) {
-        let (x, y) = (f(x) / ma, f(y) / mb);
+        let (x, y) = (value(x) / ma, value(y) / mb);
         dot += x * y;
         na += x * x;
         nb += y * y;

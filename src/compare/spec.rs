@@ -5,7 +5,7 @@
 //! plus a preset, a wildcard in `compare.pointer`, a negative or NaN tolerance), and
 //! every error must name the offending key as the user wrote it.
 
-use super::pointer::{IgnorePath, Pointer};
+use super::pointer::{IgnorePath, Pointer, Reach};
 use super::preset::{Layout, PresetRules, preset};
 use super::rows::Rules;
 use super::value::Tolerance;
@@ -112,11 +112,21 @@ pub(crate) fn compile(spec: &CompareSpec) -> Result<Comparator, SpecError> {
             got: spec.min_cosine,
         });
     }
+    let inner_ignores = ignores
+        .iter()
+        .map(|ignore| match ignore.reach(target.tokens()) {
+            Reach::Outside => Some(None),
+            Reach::Target => None,
+            Reach::Inside(relative) => Some(Some(relative)),
+        })
+        .collect::<Option<Vec<_>>>()
+        .map(|inner| inner.into_iter().flatten().collect());
     Ok(Comparator {
         format: spec.format,
         target,
         layout,
         ignores,
+        inner_ignores,
         rules: Rules {
             mode: spec.mode.unwrap_or(default_mode),
             tol: Tolerance {

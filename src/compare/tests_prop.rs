@@ -1,0 +1,163 @@
+//! Property test: [`Comparator::compare`] (fast path) and
+//! [`Comparator::compare_reference`] (whole-tree path) return the same [`Comparison`]
+//! on every generated pair: random JSON trees and KServe V2 / OpenAI / TF Serving
+//! answers, candidates nudged within and beyond tolerance, respelled numbers
+//! (`1` / `1.0` / `1e0`), big integers, duplicate and escaped keys, deep nesting, and
+//! byte mutations and truncations (invalid JSON), under every preset and mode, with
+//! and without pointers and ignores, 2xx and non-2xx.
+//!
+//! Must stay deterministic (fixed seeds) and must never assert anything about speed.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use super::tests_gen::Gen;
+use super::*;
+
+/// Cases per seed; each runs a few specs, each both ways and against itself.
+const CASES: usize = 1500;
+
+fn response(status: u16, body: &[u8]) -> Observed<'_> {
+    Observed::Response {
+        status,
+        body,
+        truncated: false,
+    }
+}
+
+/// Asserts that both paths agree on `a` vs `b`, `b` vs `a` and `a` vs itself.
+pub(super) fn check(
+    cmp: &Comparator,
+    spec: &CompareSpec,
+    statuses: (u16, u16),
+    a: &[u8],
+    b: &[u8],
+) {
+    for (x, y, sx, sy) in [
+        (a, b, statuses.0, statuses.1),
+        (b, a, statuses.1, statuses.0),
+        (a, a, statuses.0, statuses.0),
+    ] {
+        let (x_obs, y_obs) = (response(sx, x), response(sy, y));
+        let fast = cmp.compare(&x_obs, &y_obs);
+        let reference = cmp.compare_reference(&x_obs, &y_obs);
+        assert_eq!(
+            fast,
+            reference,
+            "fast and reference paths disagree\nspec: {spec:?}\nstatuses: {sx} {sy}\nstable: {}\ncandidate: {}",
+            String::from_utf8_lossy(x),
+            String::from_utf8_lossy(y),
+        );
+    }
+}
+
+/// Runs `CASES` generated cases; returns how many comparisons matched and how many
+/// of those the fast path decided alone.
+fn run_seed(seed: u64) -> (usize, usize) {
+    let mut g = Gen {
+        rng: StdRng::seed_from_u64(seed),
+    };
+    let mut matched = 0;
+    let decided_before = super::fast::DECIDED.with(std::cell::Cell::get);
+    for _ in 0..CASES {
+        let (doc, fitting) = g.document();
+        let (rate, scale) = g.pick(&[
+            (0.0, 0.0),
+            (1.0, 1e-6),
+            (1.0, 1e-6),
+            (0.0, 0.0),
+            (0.3, 1e-7),
+            (0.2, 1e-4),
+            (0.1, 0.3),
+            (0.5, -1e-6),
+        ]);
+        let other = g.perturb(&doc, rate, scale);
+        let mut a = Vec::new();
+        g.write(&doc, &mut a);
+        let mut b = Vec::new();
+        g.write(&other, &mut b);
+        if g.chance(0.15) {
+            b = g.mutate(b);
+        }
+        if g.chance(0.05) {
+            a = g.mutate(a);
+        }
+        let statuses = g.pick(&[
+            (200, 200),
+            (200, 200),
+            (200, 200),
+            (200, 200),
+            (201, 201),
+            (404, 404),
+            (200, 404),
+        ]);
+        for _ in 0..4 {
+            let spec = g.spec(fitting);
+            let cmp = Comparator::new(&spec).expect("generated spec is valid");
+            check(&cmp, &spec, statuses, &a, &b);
+            let c = cmp.compare(&response(statuses.0, &a), &response(statuses.1, &b));
+            matched += usize::from(c.outcome == Outcome::Match);
+        }
+    }
+    let decided = super::fast::DECIDED.with(std::cell::Cell::get) - decided_before;
+    (matched, decided)
+}
+
+/// Many generated pairs must match, and the fast path must decide many of them
+/// alone, or the property would only exercise the error and fallback paths.
+fn assert_coverage((matched, decided): (usize, usize)) {
+    eprintln!("{matched} matched, {decided} decided by the fast path alone");
+    assert!(matched > CASES, "{matched}");
+    assert!(decided > CASES, "{decided}");
+}
+
+#[test]
+fn fast_path_agrees_with_reference_seed_1() {
+    assert_coverage(run_seed(1));
+}
+
+#[test]
+fn fast_path_agrees_with_reference_seed_2() {
+    assert_coverage(run_seed(0x5eed));
+}
+
+// The benchmark payloads, shared with benches/micro.rs.
+#[allow(dead_code, clippy::unusual_byte_groupings)]
+#[path = "../../benches/support/payloads.rs"]
+mod payloads;
+
+/// The ML-sized benchmark pairs agree, and the fast path decides them alone (a
+/// fallback there would still be correct, but would lose the speed it exists for).
+#[test]
+fn benchmark_payloads_are_decided_by_the_fast_path() {
+    use payloads::Payload;
+    let spec = |preset, mode, pointer: Option<&str>| CompareSpec {
+        preset,
+        mode,
+        pointer: pointer.map(str::to_owned),
+        ..CompareSpec::default()
+    };
+    let cases = [
+        (Payload::Embeddings, spec(Some(Preset::Openai), None, None)),
+        (Payload::Embeddings, spec(None, None, Some("/model"))),
+        (
+            Payload::Embeddings,
+            spec(None, Some(Mode::Cosine), Some("/data/3/embedding")),
+        ),
+        (
+            Payload::KserveV2,
+            spec(Some(Preset::KserveV2), Some(Mode::Argmax), None),
+        ),
+        (Payload::KserveV2, spec(Some(Preset::KserveV2), None, None)),
+    ];
+    for (payload, spec) in cases {
+        let (a, b) = (payload.body(false), payload.body(true));
+        let cmp = Comparator::new(&spec).expect("valid spec");
+        let before = super::fast::DECIDED.with(std::cell::Cell::get);
+        check(&cmp, &spec, (200, 200), &a, &b);
+        let decided = super::fast::DECIDED.with(std::cell::Cell::get) - before;
+        assert_eq!(decided, 3, "{payload:?} {spec:?}");
+        let c = cmp.compare(&response(200, &a), &response(200, &b));
+        assert_eq!(c.outcome, Outcome::Match, "{payload:?} {spec:?}");
+    }
+}
