@@ -260,6 +260,20 @@ pub fn render_status(v: &Value) -> String {
             }
         }
     }
+    if let Some(checks) = v["current"]["checks"].as_array() {
+        out.push_str(&format!(
+            "now: {}\n",
+            v["current"]["verdict"].as_str().unwrap_or("?")
+        ));
+        for c in checks {
+            out.push_str(&format!(
+                "  {:<9} {:<5} {}\n",
+                c["criterion"].as_str().unwrap_or("?"),
+                c["verdict"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or("")
+            ));
+        }
+    }
     out
 }
 

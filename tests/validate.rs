@@ -307,7 +307,7 @@ async fn bare_request_bodies_are_posted_to_path() {
     let r = read_json(&report);
     assert_eq!(
         (r["requests"].as_u64(), r["match_rate"].as_f64()),
-        (Some(300), Some(1.0))
+        (Some(REQUESTS as u64), Some(1.0))
     );
     assert_eq!(toys.stable.requests(), REQUESTS as u64);
     // Without --path the same file is not a recording: every line skipped.

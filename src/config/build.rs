@@ -392,6 +392,11 @@ impl Checker<'_> {
                 raw.max_latency_increase,
                 DEFAULT_MAX_LATENCY_INCREASE,
             ),
+            max_latency_increase_ms: self.non_negative(
+                "rollout.max_latency_increase_ms",
+                raw.max_latency_increase_ms,
+                crate::rollout::judge::DEFAULT_LATENCY_SLACK_MS,
+            ),
             min_match_rate: self.rate(
                 "rollout.min_match_rate",
                 raw.min_match_rate,

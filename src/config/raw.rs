@@ -119,6 +119,7 @@ pub struct RawRollout {
     pub min_requests: Option<i64>,
     pub max_error_rate: Option<f64>,
     pub max_latency_increase: Option<f64>,
+    pub max_latency_increase_ms: Option<f64>,
     pub min_match_rate: Option<f64>,
     pub state_file: Option<String>,
     pub max_step_duration: Option<String>,

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::judge::{JudgeInput, SideWindow, Verdict};
+use super::judge::{JudgeInput, Looks, SideWindow, Verdict};
 use super::machine::{Change, Command, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
 use super::webhook::Webhook;
@@ -102,6 +102,7 @@ pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
             interval: rollout.interval,
             max_error_rate: rollout.max_error_rate,
             max_latency_increase: rollout.max_latency_increase,
+            max_latency_increase_ms: rollout.max_latency_increase_ms,
             min_match_rate: rollout.min_match_rate,
         },
         max_step_duration: rollout.max_step_duration,
@@ -313,6 +314,7 @@ pub(crate) fn judge(
         compared: window.compared(),
         matched: window.comparisons_of(crate::compare::Outcome::Match),
         elapsed,
+        looks: Looks::EveryTick,
     };
     machine.evaluate(now, &input)
 }
@@ -468,5 +470,12 @@ fn status_of(machine: &RolloutMachine) -> Value {
         "thresholds": settings.thresholds,
         "max_step_duration_s": settings.max_step_duration.map(|d| d.as_secs_f64()),
         "decisions": state.decisions,
+        "current": machine.current().map(|(at_ms, j)| json!({
+            "at_ms": at_ms,
+            "verdict": j.verdict,
+            "reasons": j.reasons,
+            "checks": j.checks,
+            "evidence": j.evidence,
+        })),
     })
 }

@@ -12,6 +12,8 @@ pub mod controller;
 pub mod persist;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_latency;
 mod webhook;
 
 pub use controller::{RolloutHandle, RolloutStartError, RolloutTask, start};
