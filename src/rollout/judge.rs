@@ -45,10 +45,10 @@
 //! matches of 15 has a Wilson 99% upper bound of 94.1%, yet a 95% matcher
 //! does that 3.6% of the time. Wilson bounds are still recorded for reading.
 //!
-//! The levels were tuned with the seeded simulation in `rollout::sim`
-//! (5 req/s, defaults): no healthy candidate rolled back in 5 000 runs, a
-//! 10%-error candidate rolled back after a median ~110 candidate requests,
-//! a ×1.5-latency one after a median ~4 minutes.
+//! The levels were tuned with the seeded simulations in `rollout::sim` and
+//! `rollout::sim_latency` (defaults): at 5 req/s no healthy candidate rolled
+//! back, a 10%-error candidate rolled back after a median ~110 candidate
+//! requests, a ×1.5-latency one after a median 100 s (its 500th sample).
 
 mod evidence;
 pub mod latency;
