@@ -402,6 +402,17 @@ impl Checker<'_> {
                 raw.min_match_rate,
                 DEFAULT_MIN_MATCH_RATE,
             ),
+            match_unit: match raw.match_unit.as_deref() {
+                None | Some("request") => crate::rollout::judge::MatchUnit::Request,
+                Some("row") => crate::rollout::judge::MatchUnit::Row,
+                Some(other) => {
+                    self.problem(
+                        "rollout.match_unit",
+                        format!("expected \"request\" or \"row\", got {other:?}"),
+                    );
+                    crate::rollout::judge::MatchUnit::Request
+                }
+            },
             state_file: PathBuf::from(raw.state_file.unwrap_or_else(|| DEFAULT_STATE_FILE.into())),
             max_step_duration: raw
                 .max_step_duration

@@ -121,6 +121,7 @@ pub struct RawRollout {
     pub max_latency_increase: Option<f64>,
     pub max_latency_increase_ms: Option<f64>,
     pub min_match_rate: Option<f64>,
+    pub match_unit: Option<String>,
     pub state_file: Option<String>,
     pub max_step_duration: Option<String>,
     pub webhook: Option<String>,

@@ -104,6 +104,7 @@ pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
             max_latency_increase: rollout.max_latency_increase,
             max_latency_increase_ms: rollout.max_latency_increase_ms,
             min_match_rate: rollout.min_match_rate,
+            match_unit: rollout.match_unit,
         },
         max_step_duration: rollout.max_step_duration,
     }
@@ -315,6 +316,7 @@ pub(crate) fn judge(
         matched: window.comparisons_of(crate::compare::Outcome::Match),
         elapsed,
         looks: Looks::EveryTick,
+        rows: window.row_clusters,
     };
     machine.evaluate(now, &input)
 }

@@ -53,6 +53,7 @@
 mod evidence;
 pub mod latency;
 pub mod paired;
+pub mod rows;
 pub(crate) mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -60,6 +61,7 @@ pub(crate) mod tests;
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
 
+pub use crate::stats::window::RowClusters;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -103,6 +105,8 @@ pub struct JudgeInput<'a> {
     pub elapsed: Duration,
     /// How often this window is looked at (sets the latency confidence).
     pub looks: Looks,
+    /// Per-request row sums, for `match_unit = "row"`.
+    pub rows: RowClusters,
 }
 
 /// Thresholds a step is judged against. Missing fields deserialize to the
@@ -124,6 +128,20 @@ pub struct Thresholds {
     pub max_latency_increase_ms: f64,
     /// Lowest acceptable share of matching responses (0..=1).
     pub min_match_rate: f64,
+    /// What `min_match_rate` counts: whole responses or prediction rows.
+    pub match_unit: MatchUnit,
+}
+
+/// The unit the match criterion counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchUnit {
+    /// A response matches when every compared part of it matches.
+    #[default]
+    Request,
+    /// Each prediction row of a batch counts, with a bound that allows
+    /// for rows of one request being alike ([`rows`]).
+    Row,
 }
 
 impl Default for Thresholds {
@@ -135,6 +153,7 @@ impl Default for Thresholds {
             max_latency_increase: 0.20,
             max_latency_increase_ms: DEFAULT_LATENCY_SLACK_MS,
             min_match_rate: 0.95,
+            match_unit: MatchUnit::Request,
         }
     }
 }
@@ -395,6 +414,9 @@ fn p_value(p: f64) -> String {
 }
 
 fn match_rule(e: &Evidence, t: &Thresholds) -> Line {
+    if t.match_unit == MatchUnit::Row {
+        return row_match_rule(e.row_matching.as_ref(), t);
+    }
     let (m, min) = (&e.matching, t.min_match_rate);
     if m.total == 0 {
         return (Verdict::Hold, "match: no compared responses yet".to_owned());
@@ -436,5 +458,42 @@ mod secs_f64 {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs)
             .map_err(|_| D::Error::custom(format!("interval must be >= 0 seconds, got {secs}")))
+    }
+}
+
+/// The match criterion on prediction rows, with the clustered bound.
+fn row_match_rule(r: Option<&rows::RowEvidence>, t: &Thresholds) -> Line {
+    let min = t.min_match_rate;
+    let Some(r) = r else {
+        return (
+            Verdict::Hold,
+            "match (rows): no compared rows yet".to_owned(),
+        );
+    };
+    let what = format!(
+        "match (rows): agreement {} ({} of {} rows in {} requests, design effect {:.2}, worth \
+         {:.0} independent rows)",
+        pct(r.rate),
+        r.matched,
+        r.rows,
+        r.requests,
+        r.design_effect,
+        r.effective_rows
+    );
+    if r.p_below <= 1.0 - FAIL_CONFIDENCE {
+        let test = format!("P(<= | {}) = {}", pct(min), p_value(r.p_below));
+        (
+            Verdict::Fail,
+            format!("{what} credibly below min {} ({test})", pct(min)),
+        )
+    } else {
+        let test = format!("P(>= | {}) = {}", pct(min), p_value(r.p_above));
+        rate_line(
+            r.p_above <= 1.0 - PASS_CONFIDENCE,
+            what,
+            ">= min",
+            min,
+            test,
+        )
     }
 }

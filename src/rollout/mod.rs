@@ -14,6 +14,8 @@ pub mod persist;
 mod sim;
 #[cfg(test)]
 mod sim_latency;
+#[cfg(test)]
+mod sim_rows;
 mod webhook;
 
 pub use controller::{RolloutHandle, RolloutStartError, RolloutTask, start};

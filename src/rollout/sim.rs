@@ -126,6 +126,7 @@ fn run(s: &Scenario, seed: u64) -> Outcome {
             matched,
             elapsed: Duration::from_millis(now - window_start),
             looks: Looks::EveryTick,
+            rows: Default::default(),
         };
         out.secs = sec;
         if let Some(change) = m.evaluate(now, &input) {

@@ -263,6 +263,7 @@ impl Tally {
         w.comparisons[window::outcome_index(comparison.outcome)] += 1;
         w.elements.matched += comparison.elements.matched;
         w.elements.mismatched += comparison.elements.mismatched;
+        w.row_clusters.record(&comparison.elements);
         if let Some(difference) = comparison.difference
             && self.mismatches.len() < self.keep
         {

@@ -96,6 +96,7 @@ impl Report {
             // A replay has no time dimension; the thresholds' interval is 0.
             elapsed: info.elapsed,
             looks: Looks::Once,
+            rows: w.row_clusters,
         };
         let judgement = judge::judge(&input, thresholds);
         let paired_latency = paired::measure(

@@ -163,6 +163,9 @@ pub struct Evidence {
     pub p99_ratio: Option<f64>,
     /// Samples each side needs before a latency pass is possible.
     pub latency_min_samples: u64,
+    /// Per-row agreement with its clustered bound (`None` without rows).
+    #[serde(default)]
+    pub row_matching: Option<super::rows::RowEvidence>,
     /// The latency test as judged: quantile, log ratio, interval, limit.
     #[serde(default)]
     pub latency: latency::LatencyTest,
@@ -203,6 +206,7 @@ impl Evidence {
             matching: RateEvidence::new(input.matched, input.compared, t.min_match_rate, &z),
             p99_ratio,
             latency_min_samples: latency::min_samples(),
+            row_matching: super::rows::measure(&input.rows, t.min_match_rate),
             latency: latency::LatencyTest::measure(
                 input.stable.latency_us,
                 input.candidate.latency_us,

@@ -57,6 +57,7 @@ impl Window {
             matched: self.matched,
             elapsed: Duration::from_secs(self.elapsed_secs),
             looks: Looks::EveryTick,
+            rows: Default::default(),
         }
     }
 
@@ -543,6 +544,50 @@ fn signed_rank_test_sees_a_shift_and_passes_equal_pairs() {
     assert_eq!(rule(&slow).0, Verdict::Fail, "{slow:?}");
     assert_eq!(
         rule(&measure(&pairs(1.0)[..10], 0.2, 500.0)).0,
+        Verdict::Hold
+    );
+}
+
+#[test]
+fn row_unit_judges_rows_with_the_clustered_bound() {
+    let mut w = Window::healthy(2_000);
+    let mut rows = RowClusters::default();
+    // 2 000 requests of 8 rows; 1 in 20 requests disagrees on every row.
+    for i in 0..2_000u64 {
+        let matched = if i % 20 == 0 { 0 } else { 8 };
+        rows.record(&crate::compare::ElementCounts {
+            matched,
+            mismatched: 8 - matched,
+        });
+    }
+    let t = Thresholds {
+        match_unit: MatchUnit::Row,
+        min_match_rate: 0.93,
+        ..Thresholds::default()
+    };
+    let mut input = w.input();
+    input.rows = rows;
+    let j = judge(&input, &t);
+    let r = j.evidence.row_matching.as_ref().expect("rows");
+    assert!(
+        (r.rate - 0.95).abs() < 1e-9 && r.design_effect > 7.0,
+        "{r:?}"
+    );
+    assert!(
+        has_reason(&j, "match (rows): agreement 95.00%"),
+        "{:?}",
+        j.checks
+    );
+    assert_eq!(
+        j.evidence.criteria.matching,
+        Verdict::Pass,
+        "{:?}",
+        j.checks
+    );
+    // Without rows the row unit holds rather than judging requests.
+    w.matched = 2_000;
+    assert_eq!(
+        judge(&w.input(), &t).evidence.criteria.matching,
         Verdict::Hold
     );
 }

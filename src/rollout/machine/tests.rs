@@ -65,6 +65,7 @@ impl Window {
             matched: self.matched,
             elapsed: Duration::from_millis(self.elapsed_ms),
             looks: crate::rollout::judge::Looks::EveryTick,
+            rows: Default::default(),
         }
     }
 }
