@@ -349,4 +349,25 @@ mod tests {
         assert!(text.contains("yes (60 requests)"), "{text}");
         assert!(!render_status(&json!({"phase": "shadow"})).contains("fleet"));
     }
+
+    #[test]
+    fn the_summary_prints_every_current_check_while_it_holds() {
+        let status = json!({
+            "phase": "shadow", "weight": 0.0,
+            "current": {"verdict": "hold", "checks": [
+                {"criterion": "interval", "verdict": "pass", "reason": "interval: 61s in step >= 60s"},
+                {"criterion": "latency", "verdict": "hold", "reason": "latency: need 500 latency samples"}
+            ]}
+        });
+        let text = render_status(&status);
+        assert!(text.contains("now: hold"), "{text}");
+        assert!(
+            text.contains("  interval  pass  interval: 61s in step >= 60s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  latency   hold  latency: need 500"),
+            "{text}"
+        );
+    }
 }
