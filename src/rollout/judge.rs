@@ -57,6 +57,8 @@ pub mod rows;
 pub(crate) mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_rules;
 
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
