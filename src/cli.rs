@@ -260,6 +260,20 @@ pub fn render_status(v: &Value) -> String {
             }
         }
     }
+    if let Some(checks) = v["current"]["checks"].as_array() {
+        out.push_str(&format!(
+            "now: {}\n",
+            v["current"]["verdict"].as_str().unwrap_or("?")
+        ));
+        for c in checks {
+            out.push_str(&format!(
+                "  {:<9} {:<5} {}\n",
+                c["criterion"].as_str().unwrap_or("?"),
+                c["verdict"].as_str().unwrap_or("?"),
+                c["reason"].as_str().unwrap_or("")
+            ));
+        }
+    }
     out
 }
 
@@ -334,5 +348,26 @@ mod tests {
         assert!(text.contains("UNREACHABLE"), "{text}");
         assert!(text.contains("yes (60 requests)"), "{text}");
         assert!(!render_status(&json!({"phase": "shadow"})).contains("fleet"));
+    }
+
+    #[test]
+    fn the_summary_prints_every_current_check_while_it_holds() {
+        let status = json!({
+            "phase": "shadow", "weight": 0.0,
+            "current": {"verdict": "hold", "checks": [
+                {"criterion": "interval", "verdict": "pass", "reason": "interval: 61s in step >= 60s"},
+                {"criterion": "latency", "verdict": "hold", "reason": "latency: need 500 latency samples"}
+            ]}
+        });
+        let text = render_status(&status);
+        assert!(text.contains("now: hold"), "{text}");
+        assert!(
+            text.contains("  interval  pass  interval: 61s in step >= 60s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  latency   hold  latency: need 500"),
+            "{text}"
+        );
     }
 }

@@ -217,7 +217,7 @@ async fn healthy_candidate_walks_shadow_canary_to_promoted() {
     // p99 of either side swings by tens of milliseconds, and a latency pass
     // needs the candidate's ~max sample within the factor of the stable's
     // p99 lower bound. A 2x allowance keeps the walk to a few seconds per
-    // step; latency is still judged (it holds until both sides have 299
+    // step; latency is still judged (it holds until both sides have 500
     // samples, asserted below).
     let settings = fast_rollout(&dir, 50, "max_latency_increase = 1.0\n");
     let proxy = harness::start(&toys.stable.url(), Some(&toys.candidate.url()), &settings).await;
@@ -231,6 +231,25 @@ async fn healthy_candidate_walks_shadow_canary_to_promoted() {
         .await;
     assert_eq!(canary["phase"], "canary", "left shadow wrongly: {canary:#}");
     assert_eq!(canary["weight"], 50.0, "{canary:#}");
+    // The current judgement, every criterion with its verdict and reason.
+    let checks = canary["current"]["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no current checks in {canary:#}"));
+    let names: Vec<&str> = checks
+        .iter()
+        .map(|c| c["criterion"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        names,
+        ["interval", "volume", "errors", "latency", "match"],
+        "{canary:#}"
+    );
+    assert!(
+        checks
+            .iter()
+            .all(|c| c["reason"].as_str().is_some_and(|r| !r.is_empty())),
+        "{canary:#}"
+    );
     let metrics = proxy.metrics().await;
     let weight = harness::metric(&metrics, "understudy_canary_weight_percent");
     assert!(
@@ -285,10 +304,17 @@ async fn healthy_candidate_walks_shadow_canary_to_promoted() {
         assert_eq!(e["candidate"]["errors"]["hits"], 0, "{pass:#}");
         for side in ["stable", "candidate"] {
             let latency = &e[side]["latency"];
-            assert!(latency["samples"].as_u64().unwrap() >= 299, "{pass:#}");
+            assert!(latency["samples"].as_u64().unwrap() >= 500, "{pass:#}");
             assert!(latency["p99_us"].as_u64().unwrap() > 0, "{pass:#}");
         }
         assert_eq!(e["thresholds"]["min_requests"], 50, "{pass:#}");
+        assert!(e["latency"]["quantile"].as_f64().is_some(), "{pass:#}");
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.as_str().unwrap().starts_with("latency p")),
+            "{pass:#}"
+        );
     }
 
     let metrics = proxy.metrics().await;

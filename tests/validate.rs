@@ -99,6 +99,22 @@ async fn agreeing_backends_pass_with_exit_0() {
     assert_eq!(r["mismatches"], serde_json::json!([]));
     assert_eq!(r["evidence"]["criteria"]["matching"], "pass", "{r:#}");
     assert_eq!(r["evidence"]["thresholds"]["interval"], 0.0);
+    // Every criterion with its verdict; durations as a person writes them.
+    let checks = r["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 5, "{r:#}");
+    assert!(checks.iter().all(|c| c["verdict"] == "pass"), "{r:#}");
+    assert!(run.stdout.contains("in step >= 0s"), "{}", run.stdout);
+    assert!(!run.stdout.contains("0ns"), "{}", run.stdout);
+    // The paired test saw the requests (a pair exactly at the tolerance
+    // carries no sign and is left out) and the latency reason names it.
+    let pairs = r["paired_latency"]["pairs"].as_u64().unwrap();
+    assert!(pairs + 10 >= REQUESTS as u64, "{r:#}");
+    let latency = checks.iter().find(|c| c["criterion"] == "latency").unwrap();
+    let reason = latency["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("latency p90:") && reason.contains("paired latency"),
+        "{reason}"
+    );
     assert_eq!(toys.candidate.requests(), REQUESTS as u64);
     toys.stop().await;
 }
@@ -307,7 +323,7 @@ async fn bare_request_bodies_are_posted_to_path() {
     let r = read_json(&report);
     assert_eq!(
         (r["requests"].as_u64(), r["match_rate"].as_f64()),
-        (Some(300), Some(1.0))
+        (Some(REQUESTS as u64), Some(1.0))
     );
     assert_eq!(toys.stable.requests(), REQUESTS as u64);
     // Without --path the same file is not a recording: every line skipped.

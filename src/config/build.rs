@@ -397,11 +397,27 @@ impl Checker<'_> {
                 raw.max_latency_increase,
                 DEFAULT_MAX_LATENCY_INCREASE,
             ),
+            max_latency_increase_ms: self.non_negative(
+                "rollout.max_latency_increase_ms",
+                raw.max_latency_increase_ms,
+                crate::rollout::judge::DEFAULT_LATENCY_SLACK_MS,
+            ),
             min_match_rate: self.rate(
                 "rollout.min_match_rate",
                 raw.min_match_rate,
                 DEFAULT_MIN_MATCH_RATE,
             ),
+            match_unit: match raw.match_unit.as_deref() {
+                None | Some("request") => crate::rollout::judge::MatchUnit::Request,
+                Some("row") => crate::rollout::judge::MatchUnit::Row,
+                Some(other) => {
+                    self.problem(
+                        "rollout.match_unit",
+                        format!("expected \"request\" or \"row\", got {other:?}"),
+                    );
+                    crate::rollout::judge::MatchUnit::Request
+                }
+            },
             state_file: PathBuf::from(raw.state_file.unwrap_or_else(|| DEFAULT_STATE_FILE.into())),
             max_step_duration: raw
                 .max_step_duration

@@ -262,7 +262,11 @@ pub struct Rollout {
     pub min_requests: u64,
     pub max_error_rate: f64,
     pub max_latency_increase: f64,
+    /// Absolute latency slack in milliseconds (see the judge's tolerance).
+    pub max_latency_increase_ms: f64,
     pub min_match_rate: f64,
+    /// `request` (default) or `row`: what `min_match_rate` counts.
+    pub match_unit: crate::rollout::judge::MatchUnit,
     pub state_file: PathBuf,
     pub max_step_duration: Option<Duration>,
     pub webhook: Option<Uri>,

@@ -267,3 +267,25 @@ fn shadow_budget_and_comparison_pool_have_defaults_and_are_checked() {
         assert!(keys.iter().any(|k| k == key), "missing {key} in {keys:?}");
     }
 }
+
+#[test]
+fn latency_slack_and_match_unit_are_read_and_checked() {
+    let text = format!(
+        "{MINIMAL}\n[backends.candidate]\nurl = \"http://127.0.0.1:8002\"\n\n[rollout]\n\
+         max_latency_increase_ms = 2.5\nmatch_unit = \"row\"\n"
+    );
+    let config = build::build(&text, "t", None).expect("valid");
+    let r = config.rollout.expect("rollout");
+    assert_eq!(r.max_latency_increase_ms, 2.5);
+    assert_eq!(r.match_unit, crate::rollout::judge::MatchUnit::Row);
+    let bad = format!(
+        "{MINIMAL}\n[backends.candidate]\nurl = \"http://127.0.0.1:8002\"\n\n[rollout]\n\
+         max_latency_increase_ms = -1\nmatch_unit = \"rows\"\n"
+    );
+    let keys: Vec<String> = problems(&bad).into_iter().map(|p| p.key).collect();
+    assert!(
+        keys.contains(&"rollout.max_latency_increase_ms".to_owned())
+            && keys.contains(&"rollout.match_unit".to_owned()),
+        "{keys:?}"
+    );
+}

@@ -48,6 +48,9 @@ pub struct WireWindow {
     /// absent is zero.
     #[serde(default)]
     pub compare_dropped: [u64; 2],
+    /// Per-request row sums for the per-row match gate; absent is none.
+    #[serde(default)]
+    pub row_clusters: crate::stats::window::RowClusters,
 }
 
 /// The mirror outcomes of [`WireWindow::shadow`], in wire order.
@@ -84,6 +87,7 @@ impl From<&WindowStats> for WireWindow {
             shadow: WIRE_SHADOW.map(|r| w.shadow[r.index()]),
             shadow_shed: WIRE_SHED.map(|r| w.shadow[r.index()]),
             compare_dropped: w.compare_dropped,
+            row_clusters: w.row_clusters,
         }
     }
 }
@@ -134,6 +138,7 @@ impl WireWindow {
                 shadow
             },
             compare_dropped: self.compare_dropped,
+            row_clusters: self.row_clusters,
         }
     }
 

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::durable::{Announcement, Durability, StateWriter};
-use super::judge::{JudgeInput, SideWindow, Verdict};
+use super::judge::{JudgeInput, Looks, SideWindow, Verdict};
 use super::machine::{Change, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
 use super::webhook::Webhook;
@@ -115,7 +115,9 @@ pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
             interval: rollout.interval,
             max_error_rate: rollout.max_error_rate,
             max_latency_increase: rollout.max_latency_increase,
+            max_latency_increase_ms: rollout.max_latency_increase_ms,
             min_match_rate: rollout.min_match_rate,
+            match_unit: rollout.match_unit,
         },
         max_step_duration: rollout.max_step_duration,
     }
@@ -377,6 +379,8 @@ pub(crate) fn judge(
         compared: window.compared(),
         matched: window.comparisons_of(crate::compare::Outcome::Match),
         elapsed,
+        looks: Looks::EveryTick,
+        rows: window.row_clusters,
     };
     machine.evaluate(now, &input)
 }

@@ -24,14 +24,19 @@
 //!   `<= max_error_rate`, so a shared outage never passes either.
 //! * **match** — fail when matched/compared is credibly below
 //!   `min_match_rate`; pass when it is credibly `>=` it.
-//! * **latency** — p99s are bounded distribution-free by order statistics
-//!   (the count above the true p99 is Binomial(n, 0.01)). Fail when the
-//!   candidate's p99 lower bound exceeds `(1 + max_latency_increase)` × the
-//!   stable p99 upper bound; pass when the candidate's upper bound is within
-//!   that factor of the stable lower bound. Until both sides have enough
-//!   samples for a bound (an upper p99 bound needs 299 samples at 95%, 459
-//!   at 99%) it holds — so at low traffic the p99, not `min_requests`,
-//!   sets the pace.
+//! * **latency** — the tolerance around stable's latency `x` is
+//!   `max((1 + max_latency_increase) x, x + max_latency_increase_ms)`. The
+//!   judged quantile is the highest of p99/p98/p95/p90 the smaller side
+//!   supports with 50 samples above it (see [`latency`]); below 500 samples
+//!   it holds. Fail when the candidate's distribution-free lower bound
+//!   (order statistics: the count above a true quantile is binomial) exceeds
+//!   the tolerance of stable's upper bound at [`FAIL_CONFIDENCE`], at the
+//!   judged quantile or at p99. Pass when the upper confidence bound of
+//!   ln(candidate / stable) at the judged quantile — standard errors read
+//!   from the exact order-statistic intervals — is within ln(tolerance /
+//!   stable). A live rollout looks every tick, so its pass needs 99% per
+//!   look; a one-shot replay needs [`PASS_CONFIDENCE`] and may also fail on
+//!   the log-ratio interval ([`Looks`]).
 //!
 //! "Credibly above/below a threshold" for a rate is the exact one-sided
 //! binomial test at the threshold (equivalently, the Clopper–Pearson bound
@@ -40,18 +45,25 @@
 //! matches of 15 has a Wilson 99% upper bound of 94.1%, yet a 95% matcher
 //! does that 3.6% of the time. Wilson bounds are still recorded for reading.
 //!
-//! The levels were tuned with the seeded simulation in `rollout::sim`
-//! (5 req/s, defaults): no healthy candidate rolled back in 5 000 runs, a
-//! 10%-error candidate rolled back after a median ~110 candidate requests,
-//! a ×1.5-latency one after a median ~4 minutes.
+//! The levels were tuned with the seeded simulations in `rollout::sim` and
+//! `rollout::sim_latency` (defaults): at 5 req/s no healthy candidate rolled
+//! back, a 10%-error candidate rolled back after a median ~110 candidate
+//! requests, a ×1.5-latency one after a median 100 s (its 500th sample).
 
 mod evidence;
+pub mod latency;
+pub mod paired;
+pub mod rows;
 pub(crate) mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod tests_rules;
 
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
+pub use latency::{LatencyTest, Looks};
 
+pub use crate::stats::window::RowClusters;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -59,8 +71,13 @@ use std::time::Duration;
 pub const FAIL_CONFIDENCE: f64 = 0.99;
 /// One-sided confidence of every bound behind a pass.
 pub const PASS_CONFIDENCE: f64 = 0.95;
-/// The latency quantile compared between the backends.
+/// The latency quantile reported per side (the judged one depends on the
+/// sample size, see [`latency`]).
 pub const LATENCY_QUANTILE: f64 = 0.99;
+/// Default absolute latency slack in milliseconds: half a millisecond is
+/// far below what a person notices, yet above the tens of microseconds a
+/// sub-millisecond backend's p99 moves by between two hosts.
+pub const DEFAULT_LATENCY_SLACK_MS: f64 = 0.5;
 
 /// What one backend handled in the window: requests it served *and* shadowed.
 #[derive(Clone, Copy, Debug)]
@@ -88,6 +105,10 @@ pub struct JudgeInput<'a> {
     pub matched: u64,
     /// Time since the step (and the window) started.
     pub elapsed: Duration,
+    /// How often this window is looked at (sets the latency confidence).
+    pub looks: Looks,
+    /// Per-request row sums, for `match_unit = "row"`.
+    pub rows: RowClusters,
 }
 
 /// Thresholds a step is judged against. Missing fields deserialize to the
@@ -102,10 +123,27 @@ pub struct Thresholds {
     pub interval: Duration,
     /// Highest acceptable candidate error rate (0..=1).
     pub max_error_rate: f64,
-    /// Highest acceptable relative p99 increase over stable (0.2 = +20%).
+    /// Highest acceptable relative latency increase over stable (0.2 = +20%).
     pub max_latency_increase: f64,
+    /// Absolute latency slack in milliseconds: the candidate may always be
+    /// this much slower than stable (0 = the relative threshold alone).
+    pub max_latency_increase_ms: f64,
     /// Lowest acceptable share of matching responses (0..=1).
     pub min_match_rate: f64,
+    /// What `min_match_rate` counts: whole responses or prediction rows.
+    pub match_unit: MatchUnit,
+}
+
+/// The unit the match criterion counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchUnit {
+    /// A response matches when every compared part of it matches.
+    #[default]
+    Request,
+    /// Each prediction row of a batch counts, with a bound that allows
+    /// for rows of one request being alike ([`rows`]).
+    Row,
 }
 
 impl Default for Thresholds {
@@ -115,7 +153,9 @@ impl Default for Thresholds {
             interval: Duration::from_secs(60),
             max_error_rate: 0.05,
             max_latency_increase: 0.20,
+            max_latency_increase_ms: DEFAULT_LATENCY_SLACK_MS,
             min_match_rate: 0.95,
+            match_unit: MatchUnit::Request,
         }
     }
 }
@@ -142,25 +182,44 @@ pub struct Judgement {
     pub reasons: Vec<String>,
     /// Sample sizes, rates, bounds, p99s, thresholds, per-criterion verdicts.
     pub evidence: Evidence,
+    /// Every criterion with its own verdict and reason, in judging order.
+    #[serde(default)]
+    pub checks: Vec<Check>,
 }
 
-/// Judges one window against the thresholds. Pure; see the module doc.
-pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
-    let mut evidence = Evidence::gather(input, t);
-    let lines = [
-        interval_rule(input, t),
-        volume_rule(&evidence, t),
-        errors_rule(&evidence, t),
-        latency_rule(&evidence, t),
-        match_rule(&evidence, t),
-    ];
-    evidence.criteria = Criteria {
-        interval: lines[0].0,
-        volume: lines[1].0,
-        errors: lines[2].0,
-        latency: lines[3].0,
-        matching: lines[4].0,
-    };
+/// One criterion's verdict and the reason behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// `interval`, `volume`, `errors`, `latency` or `match`.
+    pub criterion: String,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// Why, citing numbers.
+    pub reason: String,
+}
+
+impl Judgement {
+    /// Replaces the latency criterion with `line` (e.g. combined with a
+    /// paired test) and recomputes the verdict and reasons.
+    pub fn with_latency(mut self, line: (Verdict, String)) -> Self {
+        self.evidence.criteria.latency = line.0;
+        for c in &mut self.checks {
+            if c.criterion == "latency" {
+                (c.verdict, c.reason) = (line.0, line.1.clone());
+            }
+        }
+        let lines: Vec<Line> = self
+            .checks
+            .iter()
+            .map(|c| (c.verdict, c.reason.clone()))
+            .collect();
+        (self.verdict, self.reasons) = summarize(&lines);
+        self
+    }
+}
+
+/// The overall verdict and the reasons worth showing for it.
+fn summarize(lines: &[Line]) -> (Verdict, Vec<String>) {
     let any = |v: Verdict| lines.iter().any(|(lv, _)| *lv == v);
     let verdict = if any(Verdict::Fail) {
         Verdict::Fail
@@ -170,14 +229,77 @@ pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
         Verdict::Pass
     };
     let reasons = lines
-        .into_iter()
+        .iter()
         .filter(|(v, _)| verdict == Verdict::Pass || *v == verdict)
-        .map(|(_, r)| r)
+        .map(|(_, r)| r.clone())
+        .collect();
+    (verdict, reasons)
+}
+
+/// Judges one window against the thresholds. Pure; see the module doc.
+pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
+    let mut evidence = Evidence::gather(input, t);
+    let lines = [
+        interval_rule(input, t),
+        volume_rule(&evidence, t),
+        errors_rule(&evidence, t),
+        latency::rule(
+            &evidence.latency,
+            (
+                evidence.candidate.latency.samples,
+                evidence.stable.latency.samples,
+            ),
+            t.max_latency_increase,
+            slack_us(t),
+            input.looks,
+        ),
+        match_rule(&evidence, t),
+    ];
+    evidence.criteria = Criteria {
+        interval: lines[0].0,
+        volume: lines[1].0,
+        errors: lines[2].0,
+        latency: lines[3].0,
+        matching: lines[4].0,
+    };
+    let (verdict, reasons) = summarize(&lines);
+    let checks = CRITERIA
+        .iter()
+        .zip(lines)
+        .map(|(name, (verdict, reason))| Check {
+            criterion: (*name).to_owned(),
+            verdict,
+            reason,
+        })
         .collect();
     Judgement {
         verdict,
         reasons,
         evidence,
+        checks,
+    }
+}
+
+/// Names of the criteria in judging order.
+const CRITERIA: [&str; 5] = ["interval", "volume", "errors", "latency", "match"];
+
+/// The absolute latency slack in microseconds; non-finite or negative
+/// settings count as none.
+pub(crate) fn slack_us(t: &Thresholds) -> f64 {
+    let us = t.max_latency_increase_ms * 1000.0;
+    if us.is_finite() && us > 0.0 { us } else { 0.0 }
+}
+
+/// A duration as a person reads it: `0s`, `90s`, `1.5s`, `250ms`.
+pub fn human_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".to_owned()
+    } else if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
     }
 }
 
@@ -191,26 +313,19 @@ fn pct_opt(x: Option<f64>) -> String {
     x.map_or_else(|| "n/a".to_owned(), pct)
 }
 
-fn ms(us: Option<u64>) -> String {
-    us.map_or_else(
-        || "n/a".to_owned(),
-        |us| format!("{:.1}ms", us as f64 / 1000.0),
-    )
-}
-
 fn interval_rule(input: &JudgeInput, t: &Thresholds) -> Line {
     // Whole seconds read better and the rule only needs a lower bound.
     let have = input.elapsed.as_secs();
-    let need = t.interval;
-    if input.elapsed >= need {
+    let need = human_duration(t.interval);
+    if input.elapsed >= t.interval {
         (
             Verdict::Pass,
-            format!("interval: {have}s in step >= {need:?}"),
+            format!("interval: {have}s in step >= {need}"),
         )
     } else {
         (
             Verdict::Hold,
-            format!("interval: need {need:?} in step, have {have}s"),
+            format!("interval: need {need} in step, have {have}s"),
         )
     }
 }
@@ -300,59 +415,10 @@ fn p_value(p: f64) -> String {
     }
 }
 
-fn latency_rule(e: &Evidence, t: &Thresholds) -> Line {
-    let (c, s) = (&e.candidate.latency, &e.stable.latency);
-    let factor = 1.0 + t.max_latency_increase;
-    let ratio = e
-        .p99_ratio
-        .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"));
-    let what = format!(
-        "candidate p99 {} vs stable {} (ratio {ratio})",
-        ms(c.p99_us),
-        ms(s.p99_us)
-    );
-    let beyond = |a: Option<u64>, b: Option<u64>| match (a, b) {
-        (Some(a), Some(b)) => Some(a as f64 > factor * b as f64),
-        _ => None,
-    };
-    if beyond(c.fail_bound_us, s.fail_bound_us) == Some(true) {
-        let msg = format!(
-            "latency: {what}: candidate lower bound {} > {factor:.2} x stable upper bound {}",
-            ms(c.fail_bound_us),
-            ms(s.fail_bound_us)
-        );
-        return (Verdict::Fail, msg);
-    }
-    match beyond(c.pass_bound_us, s.pass_bound_us) {
-        Some(false) => {
-            let msg = format!(
-                "latency: {what}: candidate upper bound {} <= {factor:.2} x stable lower bound {}",
-                ms(c.pass_bound_us),
-                ms(s.pass_bound_us)
-            );
-            (Verdict::Pass, msg)
-        }
-        Some(true) => {
-            let msg = format!(
-                "latency: {what} not yet credibly within {factor:.2}x: candidate upper bound {} \
-                 > {factor:.2} x stable lower bound {}",
-                ms(c.pass_bound_us),
-                ms(s.pass_bound_us)
-            );
-            (Verdict::Hold, msg)
-        }
-        None => {
-            let msg = format!(
-                "latency: need {} latency samples per side for a p99 bound, have candidate {}, \
-                 stable {}",
-                e.latency_min_samples, c.samples, s.samples
-            );
-            (Verdict::Hold, msg)
-        }
-    }
-}
-
 fn match_rule(e: &Evidence, t: &Thresholds) -> Line {
+    if t.match_unit == MatchUnit::Row {
+        return row_match_rule(e.row_matching.as_ref(), t);
+    }
     let (m, min) = (&e.matching, t.min_match_rate);
     if m.total == 0 {
         return (Verdict::Hold, "match: no compared responses yet".to_owned());
@@ -394,5 +460,42 @@ mod secs_f64 {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs)
             .map_err(|_| D::Error::custom(format!("interval must be >= 0 seconds, got {secs}")))
+    }
+}
+
+/// The match criterion on prediction rows, with the clustered bound.
+fn row_match_rule(r: Option<&rows::RowEvidence>, t: &Thresholds) -> Line {
+    let min = t.min_match_rate;
+    let Some(r) = r else {
+        return (
+            Verdict::Hold,
+            "match (rows): no compared rows yet".to_owned(),
+        );
+    };
+    let what = format!(
+        "match (rows): agreement {} ({} of {} rows in {} requests, design effect {:.2}, worth \
+         {:.0} independent rows)",
+        pct(r.rate),
+        r.matched,
+        r.rows,
+        r.requests,
+        r.design_effect,
+        r.effective_rows
+    );
+    if r.p_below <= 1.0 - FAIL_CONFIDENCE {
+        let test = format!("P(<= | {}) = {}", pct(min), p_value(r.p_below));
+        (
+            Verdict::Fail,
+            format!("{what} credibly below min {} ({test})", pct(min)),
+        )
+    } else {
+        let test = format!("P(>= | {}) = {}", pct(min), p_value(r.p_above));
+        rate_line(
+            r.p_above <= 1.0 - PASS_CONFIDENCE,
+            what,
+            ">= min",
+            min,
+            test,
+        )
     }
 }

@@ -47,6 +47,9 @@ use std::time::Duration;
 pub struct RolloutMachine {
     settings: RolloutSettings,
     state: RolloutState,
+    /// The latest judgement and when it was made: shown while it holds,
+    /// never persisted (the decision log keeps only changes).
+    current: Option<(u64, Judgement)>,
 }
 
 impl RolloutMachine {
@@ -61,19 +64,33 @@ impl RolloutMachine {
             decisions: Vec::new(),
             updated_ms: now_ms,
         };
-        Self { settings, state }
+        Self {
+            settings,
+            state,
+            current: None,
+        }
     }
 
     /// Continues exactly where a persisted state left off (only an
     /// over-long decision log is trimmed).
     pub fn restore(settings: RolloutSettings, mut state: RolloutState) -> Self {
         trim(&mut state.decisions);
-        Self { settings, state }
+        Self {
+            settings,
+            state,
+            current: None,
+        }
     }
 
     /// The current state (persist this).
     pub fn state(&self) -> &RolloutState {
         &self.state
+    }
+
+    /// The latest judgement (`now_ms`, judgement); `None` before the first
+    /// evaluation in shadow or canary.
+    pub fn current(&self) -> Option<&(u64, Judgement)> {
+        self.current.as_ref()
     }
 
     /// The settings in force.
@@ -98,6 +115,7 @@ impl RolloutMachine {
             return None;
         }
         let j = judge(input, &self.settings.thresholds);
+        self.current = Some((now_ms, j.clone()));
         match j.verdict {
             Verdict::Fail => Some(self.finish(now_ms, Phase::RolledBack, "rollback", Some(j))),
             Verdict::Pass => Some(self.advance(now_ms, j)),

@@ -13,6 +13,10 @@ mod durable;
 pub mod persist;
 #[cfg(test)]
 mod sim;
+#[cfg(test)]
+mod sim_latency;
+#[cfg(test)]
+mod sim_rows;
 mod webhook;
 
 pub use controller::{RolloutHandle, RolloutStartError, RolloutTask, start};

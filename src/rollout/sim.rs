@@ -6,7 +6,7 @@
 //! 50 ms, sigma 0.4, so p99 ≈ 2.5 × median) drawn by inverse CDF from statrs.
 //! It only measures and asserts; it must stay deterministic (fixed seeds).
 
-use super::judge::{JudgeInput, SideWindow};
+use super::judge::{JudgeInput, Looks, SideWindow};
 use super::machine::{Phase, RolloutMachine, RolloutSettings};
 use hdrhistogram::Histogram;
 use rand::rngs::SmallRng;
@@ -125,6 +125,8 @@ fn run(s: &Scenario, seed: u64) -> Outcome {
             compared,
             matched,
             elapsed: Duration::from_millis(now - window_start),
+            looks: Looks::EveryTick,
+            rows: Default::default(),
         };
         out.secs = sec;
         if let Some(change) = m.evaluate(now, &input) {

@@ -460,6 +460,7 @@ impl StatsTask {
             w.comparisons[index] += 1;
             w.elements.matched += elements.matched;
             w.elements.mismatched += elements.mismatched;
+            w.row_clusters.record(&elements);
         }
         if let Some(record) = mismatch
             && self.keep_mismatches > 0

@@ -258,6 +258,67 @@ pub struct WindowStats {
     pub shadow: [u64; 7],
     /// Pairs not compared, in [`DropReason::ALL`] order.
     pub compare_dropped: [u64; 2],
+    /// Per-request sums behind a clustered per-row agreement bound.
+    pub row_clusters: RowClusters,
+}
+
+/// Sums over compared requests with rows, enough for a cluster-robust
+/// variance of the per-row agreement: rows in one request share its input
+/// and model path, so they are not independent draws.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RowClusters {
+    /// Requests with at least one compared row.
+    pub requests: u64,
+    /// Σ rows.
+    pub rows: u64,
+    /// Σ matched rows.
+    pub matched: u64,
+    /// Σ rows², Σ matched², Σ rows·matched (f64: a sum of squares of
+    /// large batches outgrows nothing a window holds, and stays mergeable).
+    pub rows_sq: f64,
+    pub matched_sq: f64,
+    pub rows_matched: f64,
+    /// Σ rows³, Σ matched³, Σ matched²·rows, Σ matched·rows²: the third
+    /// moment, for the skewness correction (one odd request in many is a
+    /// long tail that a variance alone underrates).
+    pub rows_cu: f64,
+    pub matched_cu: f64,
+    pub matched_sq_rows: f64,
+    pub matched_rows_sq: f64,
+}
+
+impl RowClusters {
+    /// Adds one request's per-row comparison.
+    pub fn record(&mut self, e: &ElementCounts) {
+        let rows = e.matched + e.mismatched;
+        if rows == 0 {
+            return;
+        }
+        let (m, y) = (rows as f64, e.matched as f64);
+        self.requests += 1;
+        self.rows += rows;
+        self.matched += e.matched;
+        self.rows_sq += m * m;
+        self.matched_sq += y * y;
+        self.rows_matched += m * y;
+        self.rows_cu += m * m * m;
+        self.matched_cu += y * y * y;
+        self.matched_sq_rows += y * y * m;
+        self.matched_rows_sq += y * m * m;
+    }
+
+    pub fn merge(&mut self, o: &RowClusters) {
+        self.requests += o.requests;
+        self.rows += o.rows;
+        self.matched += o.matched;
+        self.rows_sq += o.rows_sq;
+        self.matched_sq += o.matched_sq;
+        self.rows_matched += o.rows_matched;
+        self.rows_cu += o.rows_cu;
+        self.matched_cu += o.matched_cu;
+        self.matched_sq_rows += o.matched_sq_rows;
+        self.matched_rows_sq += o.matched_rows_sq;
+    }
 }
 
 impl WindowStats {
@@ -309,5 +370,6 @@ impl WindowStats {
         }
         self.elements.matched += other.elements.matched;
         self.elements.mismatched += other.elements.mismatched;
+        self.row_clusters.merge(&other.row_clusters);
     }
 }

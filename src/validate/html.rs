@@ -62,6 +62,18 @@ pub fn render(report: &Report, window: &WindowStats, title: &str) -> String {
         let _ = write!(h, "<li>{}</li>", escape(reason));
     }
     h.push_str("</ul>");
+    h.push_str("<h2>Criteria</h2><table><tr><th>criterion</th><th>verdict</th><th>why</th></tr>");
+    for c in &report.checks {
+        let v = serde_json::to_value(c.verdict).unwrap_or_default();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&c.criterion),
+            escape(v.as_str().unwrap_or("")),
+            escape(&c.reason)
+        );
+    }
+    h.push_str("</table>");
     numbers(&mut h, report);
     h.push_str("<h2>Latency (time to response head), by percentile</h2>");
     let stable = window.stable.combined();

@@ -155,7 +155,9 @@ fn thresholds_of(rollout: Option<&config::Rollout>) -> Thresholds {
         t.min_requests = r.min_requests;
         t.max_error_rate = r.max_error_rate;
         t.max_latency_increase = r.max_latency_increase;
+        t.max_latency_increase_ms = r.max_latency_increase_ms;
         t.min_match_rate = r.min_match_rate;
+        t.match_unit = r.match_unit;
     }
     t.interval = Duration::ZERO;
     t

@@ -92,6 +92,15 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// How long the backend took, answered or not.
+    fn latency(&self) -> Duration {
+        match *self {
+            Answer::Failed { latency, .. } | Answer::Response { latency, .. } => latency,
+        }
+    }
+}
+
 fn micros(latency: Duration) -> u64 {
     latency.as_micros().max(1) as u64
 }
@@ -223,6 +232,9 @@ pub struct Tally {
     pub window: WindowStats,
     pub replayed: u64,
     pub mismatches: Vec<MismatchExample>,
+    /// (stable, candidate) latency of every replayed request in µs, for the
+    /// paired latency test: both went out at the same moment.
+    pub latency_pairs: Vec<(u64, u64)>,
     keep: usize,
 }
 
@@ -233,12 +245,17 @@ impl Tally {
             window: WindowStats::default(),
             replayed: 0,
             mismatches: Vec::new(),
+            latency_pairs: Vec::new(),
             keep,
         }
     }
 
     pub fn add(&mut self, exchange: Exchange) {
         self.replayed += 1;
+        self.latency_pairs.push((
+            micros(exchange.stable.latency()),
+            micros(exchange.candidate.latency()),
+        ));
         let w = &mut self.window;
         exchange.stable.count(&mut w.stable.serve);
         exchange.candidate.count(&mut w.candidate.serve);
@@ -246,6 +263,7 @@ impl Tally {
         w.comparisons[window::outcome_index(comparison.outcome)] += 1;
         w.elements.matched += comparison.elements.matched;
         w.elements.mismatched += comparison.elements.mismatched;
+        w.row_clusters.record(&comparison.elements);
         if let Some(difference) = comparison.difference
             && self.mismatches.len() < self.keep
         {

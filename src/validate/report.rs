@@ -12,7 +12,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::compare::Outcome;
-use crate::rollout::judge::{self, Evidence, JudgeInput, SideWindow, Thresholds, Verdict};
+use crate::rollout::judge::paired::{self, PairedTest};
+use crate::rollout::judge::{
+    self, Check, Evidence, JudgeInput, Looks, SideWindow, Thresholds, Verdict,
+};
 use crate::stats::window::{FailureKind, RoleStats};
 use crate::status::RoleReport;
 
@@ -66,6 +69,11 @@ pub struct Report {
     pub mismatches: Vec<MismatchExample>,
     /// Everything the judge measured, with the thresholds in force.
     pub evidence: Evidence,
+    /// Every criterion with its own verdict and reason (the latency one
+    /// combines the quantile rule and the paired test).
+    pub checks: Vec<Check>,
+    /// The paired signed-rank latency test over every replayed request.
+    pub paired_latency: PairedTest,
 }
 
 /// How the run ended, besides its counts.
@@ -87,8 +95,25 @@ impl Report {
             matched: w.comparisons_of(Outcome::Match),
             // A replay has no time dimension; the thresholds' interval is 0.
             elapsed: info.elapsed,
+            looks: Looks::Once,
+            rows: w.row_clusters,
         };
         let judgement = judge::judge(&input, thresholds);
+        let paired_latency = paired::measure(
+            &tally.latency_pairs,
+            thresholds.max_latency_increase,
+            judge::slack_us(thresholds),
+        );
+        let quantile_line = judgement
+            .checks
+            .iter()
+            .find(|c| c.criterion == "latency")
+            .map(|c| (c.verdict, c.reason.clone()));
+        let judgement = match quantile_line {
+            Some(q) => judgement.with_latency(paired::combine(q, paired::rule(&paired_latency))),
+            None => judgement,
+        };
+        let checks = judgement.checks.clone();
         let mut reasons = Vec::new();
         if info.interrupted {
             reasons.push(format!(
@@ -142,6 +167,8 @@ impl Report {
             candidate: RoleReport::from_stats(&candidate),
             mismatches,
             evidence: judgement.evidence,
+            checks,
+            paired_latency,
         }
     }
 
@@ -227,7 +254,25 @@ impl Report {
         for reason in &self.reasons {
             line(format!("  - {reason}"));
         }
+        line(String::new());
+        line("criteria:".to_owned());
+        for c in &self.checks {
+            line(format!(
+                "  {:<9} {:<5} {}",
+                c.criterion,
+                verdict_word(c.verdict),
+                c.reason
+            ));
+        }
         out
+    }
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "fail",
+        Verdict::Hold => "hold",
     }
 }
 

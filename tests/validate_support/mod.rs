@@ -16,7 +16,8 @@ use understudy::toy::{self, ToyModel, ToyModelConfig, iris};
 use crate::{harness, support};
 
 pub const INFER: &str = "/v2/models/iris/infer";
-pub const REQUESTS: usize = 300;
+/// 500: the fewest pairs the latency criterion judges (at p90).
+pub const REQUESTS: usize = 500;
 
 /// Two toy iris servers; `disagree` is the candidate's disagreement rate.
 pub struct Toys {

@@ -166,5 +166,12 @@ fn status_of(machine: &RolloutMachine) -> Value {
         "thresholds": settings.thresholds,
         "max_step_duration_s": settings.max_step_duration.map(|d| d.as_secs_f64()),
         "decisions": state.decisions,
+        "current": machine.current().map(|(at_ms, j)| json!({
+            "at_ms": at_ms,
+            "verdict": j.verdict,
+            "reasons": j.reasons,
+            "checks": j.checks,
+            "evidence": j.evidence,
+        })),
     })
 }

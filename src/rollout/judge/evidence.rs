@@ -5,7 +5,7 @@
 
 use super::{
     FAIL_CONFIDENCE, JudgeInput, LATENCY_QUANTILE, PASS_CONFIDENCE, SideWindow, Thresholds,
-    Verdict, stats,
+    Verdict, latency, stats,
 };
 use serde::{Deserialize, Serialize};
 
@@ -161,8 +161,14 @@ pub struct Evidence {
     pub matching: RateEvidence,
     /// Candidate p99 / stable p99 (point estimates).
     pub p99_ratio: Option<f64>,
-    /// Samples each side needs before a p99 pass is possible.
+    /// Samples each side needs before a latency pass is possible.
     pub latency_min_samples: u64,
+    /// Per-row agreement with its clustered bound (`None` without rows).
+    #[serde(default)]
+    pub row_matching: Option<super::rows::RowEvidence>,
+    /// The latency test as judged: quantile, log ratio, interval, limit.
+    #[serde(default)]
+    pub latency: latency::LatencyTest,
     /// Per-criterion verdicts.
     pub criteria: Criteria,
     /// Thresholds in force.
@@ -199,7 +205,15 @@ impl Evidence {
             error_excess_lower,
             matching: RateEvidence::new(input.matched, input.compared, t.min_match_rate, &z),
             p99_ratio,
-            latency_min_samples: stats::min_samples_for_upper(LATENCY_QUANTILE, PASS_CONFIDENCE),
+            latency_min_samples: latency::min_samples(),
+            row_matching: super::rows::measure(&input.rows, t.min_match_rate),
+            latency: latency::LatencyTest::measure(
+                input.stable.latency_us,
+                input.candidate.latency_us,
+                t.max_latency_increase,
+                super::slack_us(t),
+                input.looks,
+            ),
             criteria: Criteria {
                 interval: Verdict::Hold,
                 volume: Verdict::Hold,

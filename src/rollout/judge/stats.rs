@@ -149,6 +149,7 @@ fn exceedances(n: u64, q: f64) -> Option<Exceedances> {
 
 /// Smallest `n` for which [`upper_rank`] yields a bound: P(A = 0)
 /// = q^n must be <= 1 - confidence.
+#[cfg(test)]
 pub(super) fn min_samples_for_upper(q: f64, confidence: f64) -> u64 {
     let n = ((1.0 - confidence).ln() / q.ln()).ceil();
     if n.is_finite() && n >= 1.0 {

@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use statrs::distribution::{Binomial, ContinuousCDF, DiscreteCDF, LogNormal};
 
 /// `n` evenly spread quantiles of a lognormal (median 50 ms, sigma 0.4), scaled.
-fn latencies(n: u64, scale: f64) -> Histogram<u64> {
+pub(super) fn latencies(n: u64, scale: f64) -> Histogram<u64> {
     let dist = LogNormal::new(50_000f64.ln(), 0.4).expect("valid");
     let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid");
     for i in 0..n {
@@ -19,17 +19,17 @@ fn latencies(n: u64, scale: f64) -> Histogram<u64> {
 }
 
 /// An owned window; `input()` borrows it as the judge's input.
-struct Window {
-    stable: (u64, u64, Histogram<u64>),
-    candidate: (u64, u64, u64, Histogram<u64>),
-    compared: u64,
-    matched: u64,
-    elapsed_secs: u64,
+pub(super) struct Window {
+    pub(super) stable: (u64, u64, Histogram<u64>),
+    pub(super) candidate: (u64, u64, u64, Histogram<u64>),
+    pub(super) compared: u64,
+    pub(super) matched: u64,
+    pub(super) elapsed_secs: u64,
 }
 
 impl Window {
     /// Both backends alike: `n` requests, 1% errors, 99.5% match, 60 s.
-    fn healthy(n: u64) -> Self {
+    pub(super) fn healthy(n: u64) -> Self {
         Window {
             stable: (n, n / 100, latencies(n, 1.0)),
             candidate: (n, n / 100, 0, latencies(n, 1.0)),
@@ -39,7 +39,7 @@ impl Window {
         }
     }
 
-    fn input(&self) -> JudgeInput<'_> {
+    pub(super) fn input(&self) -> JudgeInput<'_> {
         JudgeInput {
             stable: SideWindow {
                 requests: self.stable.0,
@@ -56,15 +56,17 @@ impl Window {
             compared: self.compared,
             matched: self.matched,
             elapsed: Duration::from_secs(self.elapsed_secs),
+            looks: Looks::EveryTick,
+            rows: Default::default(),
         }
     }
 
-    fn judge(&self) -> Judgement {
+    pub(super) fn judge(&self) -> Judgement {
         judge(&self.input(), &Thresholds::default())
     }
 }
 
-fn has_reason(j: &Judgement, needle: &str) -> bool {
+pub(super) fn has_reason(j: &Judgement, needle: &str) -> bool {
     j.reasons.iter().any(|r| r.contains(needle))
 }
 
@@ -85,7 +87,10 @@ fn empty_window_holds_and_says_what_is_missing() {
         j.reasons
     );
     assert!(has_reason(&j, "no compared responses yet"));
-    assert!(has_reason(&j, "need 299 latency samples per side"));
+    assert!(has_reason(
+        &j,
+        "need 500 latency samples per side to judge p90"
+    ));
 }
 
 #[test]
@@ -259,7 +264,7 @@ fn latency_needs_enough_samples_for_a_bound() {
     assert_eq!(j.evidence.criteria.latency, Verdict::Hold);
     assert!(has_reason(
         &j,
-        "need 299 latency samples per side for a p99 bound, have candidate 250"
+        "need 500 latency samples per side to judge p90, have candidate 250"
     ));
 }
 
@@ -276,7 +281,12 @@ fn latency_just_above_the_threshold_is_inconclusive_at_modest_volume() {
     w.candidate.3 = latencies(600, 1.25);
     let j = w.judge();
     assert_eq!(j.evidence.criteria.latency, Verdict::Hold);
-    assert!(has_reason(&j, "not yet credibly within 1.20x"));
+    assert!(
+        has_reason(&j, "latency p90: candidate")
+            && has_reason(&j, "not yet credibly within max(1.20x, +0.50ms)"),
+        "{:?}",
+        j.reasons
+    );
 }
 
 #[test]

@@ -64,6 +64,8 @@ impl Window {
             compared: self.n,
             matched: self.matched,
             elapsed: Duration::from_millis(self.elapsed_ms),
+            looks: crate::rollout::judge::Looks::EveryTick,
+            rows: Default::default(),
         }
     }
 }

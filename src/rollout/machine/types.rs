@@ -184,6 +184,12 @@ impl RolloutSettings {
                 t.max_latency_increase,
                 (0.0..=f64::MAX),
             ),
+            (
+                "max_latency_increase_ms",
+                ">= 0",
+                t.max_latency_increase_ms,
+                (0.0..=f64::MAX),
+            ),
         ];
         for (name, range, value, ok) in checks {
             if !ok.contains(&value) {
