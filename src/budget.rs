@@ -44,6 +44,14 @@ impl ByteBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// Whether mirrors hold half the budget or more: new mirrors are then
+    /// not started, so the half left is for the answers of the ones
+    /// already running rather than given up after the other backend has
+    /// done its work.
+    pub fn half_spent(&self) -> bool {
+        self.used() >= self.limit() / 2
+    }
+
     /// A new, empty reservation on this budget for one mirror.
     pub fn reservation(self: &Arc<Self>) -> Arc<Reservation> {
         Arc::new(Reservation {
@@ -128,6 +136,18 @@ mod tests {
         assert_eq!(budget.used(), 80, "one holder still has the mirror's bytes");
         drop(holder);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn half_the_budget_held_stops_new_mirrors() {
+        let budget = ByteBudget::new(100);
+        let held = budget.reservation();
+        assert!(held.grow(49));
+        assert!(!budget.half_spent());
+        assert!(held.grow(1));
+        assert!(budget.half_spent());
+        drop(held);
+        assert!(!budget.half_spent());
     }
 
     #[test]

@@ -189,3 +189,70 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend_slot() {
     assert!(sink.len() < 64 << 20, "it never got the whole answer");
     proxy.stop().await;
 }
+
+/// An HTTP/2 request body that never ends, for streams that open and then
+/// send nothing.
+struct Silent(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for Silent {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(http_body::Frame::data(c))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_that_never_send_their_bodies_hold_no_backend_slot() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let stable = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
+    let text = config(&stable.url(), 2, "5s", "");
+    let proxy = harness::start_text(&text).await;
+    let url = format!("{}/v1/models/m:predict", proxy.url);
+
+    // 3 connections x 20 streams, each with a body that never comes.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let client: Client<_, Silent> = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+        for _ in 0..20 {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let request = http::Request::post(&url)
+                .header("content-length", "100")
+                .body(Silent(rx))
+                .unwrap();
+            let client = client.clone();
+            open.push((
+                tx,
+                tokio::spawn(async move { client.request(request).await }),
+            ));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let client = support::h2c_client();
+    for i in 0..10 {
+        let (status, _, body) = send(&client, Method::POST, &url, &[], "{}").await;
+        assert_eq!(status, 200, "request {i}");
+        assert_eq!(&body[..], OK_BODY.as_bytes());
+    }
+    assert_eq!(
+        stable.received().await.len(),
+        10,
+        "no silent stream reached stable"
+    );
+    for (tx, request) in open {
+        drop(tx);
+        request.abort();
+    }
+    proxy.stop().await;
+}

@@ -560,10 +560,15 @@ impl Proxy {
         if declared_length(&parts.headers).is_some_and(|len| len > shadow.max_body_bytes as u64) {
             return MirrorPlan::Skip(ShadowResult::SkippedBody);
         }
-        // Shed before it costs anything: with the comparison queue full, the
-        // other backend's answer could only be dropped.
+        // Shed before it costs anything: with the comparison queue full, or
+        // half the byte budget held by mirrors already running (the other
+        // half is for their answers, still arriving), the other backend's
+        // answer could only be dropped.
         if self.inner.mirror.comparisons_saturated() {
             return MirrorPlan::Skip(ShadowResult::DroppedBusy);
+        }
+        if self.inner.mirror.budget().half_spent() {
+            return MirrorPlan::Skip(ShadowResult::DroppedBudget);
         }
         match self.inner.mirror.try_reserve() {
             Some(permit) => MirrorPlan::Go(permit),

@@ -22,6 +22,13 @@ use crate::upstream::Upstream;
 /// request buys it.
 pub type UploadBody = Box<Prebuffered<TeeBody<Incoming>>>;
 
+/// The most a shadow connection buffers of an answer before it is copied
+/// (or given up) within the byte budget: hundreds of mirrors may be in
+/// flight, each on its own connection, and hyper's default of about
+/// 400 KiB each would be far more than the budget the copies respect.
+/// Reading a 500 KB answer in 16 KiB pieces costs a few more reads.
+const SHADOW_READ_BUFFER: usize = 16 * 1024;
+
 /// One backend's two pools: serving and shadowing.
 pub(super) struct Pools {
     pub serve: Upstream<UploadBody>,
@@ -47,7 +54,7 @@ impl Pools {
         Ok(Self {
             serve: Upstream::new(&serving_share)?
                 .with_max_in_flight(backend.max_connections.div_ceil(workers)),
-            shadow: Arc::new(Upstream::new(backend)?),
+            shadow: Arc::new(Upstream::new(backend)?.with_max_read_buffer(SHADOW_READ_BUFFER)),
         })
     }
 }

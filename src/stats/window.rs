@@ -176,7 +176,8 @@ pub enum ShadowResult {
     /// The comparison queue was full, so the mirror was not started: its
     /// answer could only have been dropped.
     DroppedBusy,
-    /// The request body did not fit `shadow.max_buffered_bytes`.
+    /// Mirrors in flight held half of `shadow.max_buffered_bytes` (the
+    /// rest is for their answers), or the request body did not fit it.
     DroppedBudget,
     /// The request body exceeded `shadow.max_body_bytes` (or never completed).
     SkippedBody,

@@ -77,6 +77,12 @@ where
         }
     }
 
+    /// Caps each connection's read buffer (hyper's default lets it grow to
+    /// about 400 KiB while a large answer arrives).
+    pub fn set_max_read_buffer(&mut self, bytes: usize) {
+        self.builder.max_buf_size(bytes.max(8192));
+    }
+
     /// The most recently used idle connection that is ready for a request.
     /// Connections past the idle timeout are closed instead: the backend
     /// may be closing them at the same moment.

@@ -159,6 +159,20 @@ where
         self
     }
 
+    /// Caps the read buffer of each plain HTTP/1.1 connection of this pool
+    /// at `bytes` (at least 8 KiB). A large answer is then read in pieces of
+    /// that size instead of hyper's buffer growing to about 400 KiB per
+    /// connection, which for hundreds of mirrors in flight is memory outside
+    /// the shadow's byte budget.
+    pub fn with_max_read_buffer(mut self, bytes: usize) -> Self {
+        if let Transport::Http1 { pool, .. } = &mut self.transport
+            && let Some(pool) = Arc::get_mut(pool)
+        {
+            pool.set_max_read_buffer(bytes);
+        }
+        self
+    }
+
     /// `stable` or `candidate`.
     pub fn name(&self) -> &'static str {
         self.name
