@@ -82,6 +82,7 @@
 //!   element on both sides; other rows (one-element rows such as class labels, strings,
 //!   objects) are compared by value.
 
+mod digits;
 mod extract;
 mod fast;
 mod kserve;
@@ -101,6 +102,8 @@ mod tests_http;
 mod tests_presets;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod tests_scan;
 mod value;
 
 use serde_json::Value;
