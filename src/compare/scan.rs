@@ -6,7 +6,10 @@
 //! Must never accept a document serde_json rejects or reject one it accepts: invalid
 //! UTF-8 in strings, bad or lone-surrogate escapes, raw control characters, trailing
 //! commas or bytes, numbers beyond f64 range (`1e400`), and nesting of 128 containers
-//! are all errors there. Must never allocate, and never panic on any input.
+//! are all errors there. Must never allocate (except growing the number buffer a
+//! caller hands in) and never panic on any input.
+
+use super::digits::{MAX_EXACT_DIGITS, POW10, short, skip_ws};
 
 /// The document is not JSON as serde_json reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,21 +21,9 @@ pub(crate) type Res<T> = Result<T, Invalid>;
 /// 128th nested array or object fails (127 levels parse).
 const MAX_DEPTH: u8 = 127;
 
-/// Digits (integer plus fraction) that surely fit a u64 accumulator: 10^19 < 2^64.
-const MAX_EXACT_DIGITS: u32 = 19;
-
 /// Integer literals of at most this many digits are below 2^53, so their f64 is the
 /// exact integer and f64 arithmetic on them equals serde_json's exact i128 path.
 pub(crate) const SAFE_INT_DIGITS: u32 = 15;
-
-/// 2^52: floats in [2^52, 2^53) are exactly the integers there.
-const TWO_52: f64 = 4_503_599_627_370_496.0;
-
-/// Exact powers of ten for the fast conversion (10^22 is the largest exact in f64).
-const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
-];
 
 /// A number just read.
 #[derive(Debug, Clone, Copy)]
@@ -244,7 +235,9 @@ impl<'b> Scanner<'b> {
             }
             *big_int |= n.big_int;
             count += 1;
-            p = skip_ws(bytes, p);
+            if bytes.get(p) != Some(&b',') {
+                p = skip_ws(bytes, p);
+            }
             match bytes.get(p) {
                 Some(b',') => p += 1,
                 Some(b']') => {
@@ -359,7 +352,7 @@ impl<'b> Scanner<'b> {
 
     /// [`Scanner::number`] through [`short`] first, as the hot loop reads numbers.
     #[cfg(test)]
-    fn short_number<const CONVERT: bool>(&mut self) -> Res<Num> {
+    pub(crate) fn short_number<const CONVERT: bool>(&mut self) -> Res<Num> {
         match short::<CONVERT>(self.bytes, self.pos) {
             Some((n, end)) => {
                 self.pos = end;
@@ -461,218 +454,5 @@ impl<'b> Scanner<'b> {
             return Err(Invalid);
         }
         Ok(Num { value, big_int })
-    }
-}
-
-#[inline(always)]
-fn skip_ws(bytes: &[u8], mut p: usize) -> usize {
-    while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(p) {
-        p += 1;
-    }
-    p
-}
-
-/// The number at `p` when it has the common spelling `-?digits(.digits)?` of at most
-/// 19 digits with a mantissa below 2^52 and no exponent, and where it ends; `None`
-/// for any other spelling, any error, and anything not a number, all of which
-/// [`Scanner::number`] decides.
-#[inline(always)]
-fn short<const CONVERT: bool>(bytes: &[u8], mut p: usize) -> Option<(Num, usize)> {
-    let negative = bytes.get(p) == Some(&b'-');
-    p += usize::from(negative);
-    let int_start = p;
-    let mut mantissa = 0u64;
-    while let Some(&d @ b'0'..=b'9') = bytes.get(p) {
-        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-        p += 1;
-    }
-    let int_digits = p - int_start;
-    let mut frac_digits = 0;
-    if bytes.get(p) == Some(&b'.') {
-        p += 1;
-        let frac_start = p;
-        while let Some(&d @ b'0'..=b'9') = bytes.get(p) {
-            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-            p += 1;
-        }
-        frac_digits = p - frac_start;
-        if frac_digits == 0 {
-            return None;
-        }
-    }
-    let plain = int_digits >= 1
-        && (int_digits == 1 || bytes.get(int_start) != Some(&b'0'))
-        && !matches!(bytes.get(p), Some(b'e' | b'E'))
-        && int_digits + frac_digits <= MAX_EXACT_DIGITS as usize
-        && mantissa < 1 << 52;
-    let pow = *POW10.get(frac_digits).filter(|_| plain)?;
-    let value = if CONVERT {
-        // Clinger's fast path, as in `Scanner::number`. The mantissa (< 2^52) becomes
-        // a float by placing it in the significand of 2^52 and subtracting 2^52, both
-        // exact; `as f64` compiles to cvtsi2sd, whose false dependency on its
-        // destination chained each conversion to the previous number's division. The
-        // sign is or-ed in rather than branched on: embeddings are half negative, in
-        // no predictable order.
-        let m = f64::from_bits(TWO_52.to_bits() | mantissa) - TWO_52;
-        let v = m / pow;
-        f64::from_bits(v.to_bits() | (u64::from(negative) << 63))
-    } else {
-        0.0
-    };
-    let big_int = frac_digits == 0 && int_digits > SAFE_INT_DIGITS as usize;
-    Some((Num { value, big_int }, p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-    use serde_json::Value;
-
-    fn scan_ok(doc: &[u8]) -> bool {
-        let mut sc = Scanner::new(doc);
-        sc.skip().and_then(|()| sc.finish()).is_ok()
-    }
-
-    fn serde_ok(doc: &[u8]) -> bool {
-        serde_json::from_slice::<Value>(doc).is_ok()
-    }
-
-    #[test]
-    fn validity_matches_serde_json_on_edge_documents() {
-        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        let deep_obj = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
-        let mut docs: Vec<Vec<u8>> = [
-            "",
-            " ",
-            "1",
-            " 1 ",
-            "-",
-            "-0",
-            "01",
-            "-01",
-            "1.",
-            ".5",
-            "1e",
-            "1e+",
-            "1E5",
-            "1x",
-            "+1",
-            "0x1",
-            "1e400",
-            "-1e400",
-            "1e-400",
-            "1.7976931348623158e308",
-            "1.7976931348623159e308",
-            "0e99999999999999999999",
-            "1e99999999999999999999",
-            "0.0000001e315",
-            "[1,]",
-            "[,1]",
-            "[1 2]",
-            "{\"a\":1,}",
-            "{\"a\" 1}",
-            "{1:1}",
-            "{\"a\":1,\"a\":2}",
-            "[]",
-            "{}",
-            "[[]",
-            "]",
-            "tru",
-            "true",
-            "truex",
-            "nul",
-            "null",
-            "\"\\u00e9\"",
-            "\"\\ud83d\\ude00\"",
-            "\"\\ud83d\"",
-            "\"\\ude00\"",
-            "\"\\ud83d\\n\"",
-            "\"\\ud83d\\ud83d\"",
-            "\"\\u12\"",
-            "\"\\x\"",
-            "\"a\tb\"",
-            "\"a\u{7f}b\"",
-            "\"abc",
-            "\"\\\"",
-            "\u{feff}1",
-            "[1]\n",
-            "[1] x",
-            "\"caf\u{e9}\"",
-        ]
-        .iter()
-        .map(|d| d.as_bytes().to_vec())
-        .collect();
-        docs.push(format!("1{}", "0".repeat(308)).into_bytes());
-        docs.push(format!("1{}", "0".repeat(309)).into_bytes());
-        docs.push(format!("0.{}1e400", "0".repeat(100)).into_bytes());
-        for n in [126, 127, 128, 129] {
-            docs.push(deep(n).into_bytes());
-            docs.push(deep_obj(n).into_bytes());
-        }
-        docs.push(b"\"\xff\"".to_vec());
-        docs.push(b"\"\xc3\"".to_vec());
-        docs.push(b"\"\xc3\\n\xa9\"".to_vec());
-        docs.push(b"\"\xed\xa0\x80\"".to_vec()); // a surrogate encoded in UTF-8
-        docs.push(b"[1]\x00".to_vec());
-        for doc in &docs {
-            assert_eq!(
-                scan_ok(doc),
-                serde_ok(doc),
-                "{:?}",
-                String::from_utf8_lossy(doc)
-            );
-        }
-    }
-
-    /// A random number spelling: 1 to 25 digits, a fraction, an exponent.
-    fn spelling(rng: &mut StdRng) -> String {
-        let digits = |rng: &mut StdRng, n: usize| -> String {
-            (0..n)
-                .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
-                .collect()
-        };
-        let mut s = String::new();
-        if rng.random_bool(0.3) {
-            s.push('-');
-        }
-        let n = rng.random_range(1..20);
-        let int = digits(rng, n);
-        s.push_str(int.trim_start_matches('0'));
-        if s.is_empty() || s == "-" {
-            s.push('0');
-        }
-        if rng.random_bool(0.7) {
-            s.push('.');
-            let n = rng.random_range(1..25);
-            s.push_str(&digits(rng, n));
-        }
-        if rng.random_bool(0.4) {
-            s.push_str(&format!("e{}", rng.random_range(-330..330)));
-        }
-        s
-    }
-
-    #[test]
-    fn converted_numbers_equal_serde_json_float_roundtrip() {
-        let mut rng = StdRng::seed_from_u64(7);
-        for _ in 0..200_000 {
-            let text = spelling(&mut rng);
-            let serde = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v.as_f64());
-            let mut sc = Scanner::new(text.as_bytes());
-            // The short reader hands every spelling it does not take to `number`.
-            let ours = sc
-                .short_number::<true>()
-                .ok()
-                .filter(|_| sc.finish().is_ok());
-            match (serde, ours) {
-                (Some(x), Some(n)) => assert_eq!(x.to_bits(), n.value.to_bits(), "{text}"),
-                (None, None) => {}
-                _ => panic!("{text}: serde_json {serde:?}, scanner {ours:?}"),
-            }
-        }
     }
 }

@@ -161,3 +161,52 @@ fn benchmark_payloads_are_decided_by_the_fast_path() {
         assert_eq!(c.outcome, Outcome::Match, "{payload:?} {spec:?}");
     }
 }
+
+/// Integer literals beyond 2^53 that round to the same f64 are still different
+/// integers (compared exactly in i128); the fast path must not call them equal.
+#[test]
+fn big_integers_equal_as_f64_but_not_as_integers() {
+    let exact = |preset, mode, pointer: Option<&str>| CompareSpec {
+        preset,
+        mode,
+        pointer: pointer.map(str::to_owned),
+        abs_tolerance: 0.0,
+        rel_tolerance: 0.0,
+        ..CompareSpec::default()
+    };
+    let pairs = [
+        ("9007199254740993", "9007199254740992"),
+        ("18446744073709551615", "18446744073709551614"),
+        ("-9223372036854775808", "-9223372036854775807"),
+    ];
+    for (x, y) in pairs {
+        let docs = [
+            (
+                exact(None, None, Some("/v")),
+                format!(r#"{{"v":[1,{x}]}}"#),
+                format!(r#"{{"v":[1,{y}]}}"#),
+            ),
+            (
+                exact(Some(Preset::TfServing), None, None),
+                format!(r#"{{"predictions":[[{x},2]]}}"#),
+                format!(r#"{{"predictions":[[{y},2]]}}"#),
+            ),
+            (
+                exact(Some(Preset::KserveV2), None, None),
+                format!(r#"{{"outputs":[{{"name":"a","shape":[2],"data":[{x},1]}}]}}"#),
+                format!(r#"{{"outputs":[{{"name":"a","shape":[2],"data":[{y},1]}}]}}"#),
+            ),
+            (
+                exact(Some(Preset::Openai), Some(Mode::Value), None),
+                format!(r#"{{"data":[{{"embedding":[{x},1]}}]}}"#),
+                format!(r#"{{"data":[{{"embedding":[{y},1]}}]}}"#),
+            ),
+        ];
+        for (spec, a, b) in docs {
+            let cmp = Comparator::new(&spec).expect("valid spec");
+            check(&cmp, &spec, (200, 200), a.as_bytes(), b.as_bytes());
+            let c = cmp.compare(&response(200, a.as_bytes()), &response(200, b.as_bytes()));
+            assert_eq!(c.outcome, Outcome::Mismatch, "{a} vs {b}");
+        }
+    }
+}
