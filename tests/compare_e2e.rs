@@ -13,7 +13,7 @@ use support::{FakeUpstream, Reply, http_client, send};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Real MLServer 1.7 answers (from ../shared/fixtures): two versions of the
+/// Real MLServer 1.7 answers (as in tests/fixtures/): two versions of the
 /// iris model differ only in `model_version` (and would in `id`).
 const KSERVE_REQUEST: &str = r#"{"id": "req-000002", "inputs": [{"name": "predict", "shape": [1, 4], "datatype": "FP64", "data": [6.45, 3.0, 5.47, 1.8]}]}"#;
 const KSERVE_V1: &str = r#"{"model_name":"iris","model_version":"v1","id":"req-000002","parameters":{},"outputs":[{"name":"predict","shape":[1,1],"datatype":"INT64","parameters":{"content_type":"np"},"data":[2]}]}"#;

@@ -1,5 +1,5 @@
 #![cfg(feature = "fleet")]
-//! Fleet mode end to end (issue #8): a 3-member etcd cluster on loopback
+//! Fleet mode end to end: a 3-member etcd cluster on loopback
 //! and three real `understudy` binaries running one rollout under one
 //! prefix. Every observation is made the way an operator would: each
 //! replica's `/status` and `/metrics`, the admin API, the keys in etcd.

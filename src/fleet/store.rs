@@ -1,7 +1,7 @@
 //! The etcd calls fleet mode makes, each bounded by its own timeout.
 //!
 //! The client retries nothing and a global client timeout would also cut
-//! the watch and keep-alive streams (shared/etcd/README.md), so every unary
+//! the watch and keep-alive streams, so every unary
 //! call gets a per-call deadline here and every failure reaches the caller,
 //! which re-synchronizes the session with backoff.
 

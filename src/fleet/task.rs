@@ -116,7 +116,7 @@ impl FleetTask {
         let mut backoff = BACKOFF_START;
         let mut client = None;
         // One member at a time: the client's balancer keeps picking a dead
-        // member (shared/etcd/README.md), so a failed session moves on to
+        // member after it died, so a failed session moves on to
         // the next endpoint instead. Replicas start at different members.
         let endpoints = self.config.endpoints.len();
         let mut endpoint = start_index(&self.config.replica_id, endpoints);

@@ -115,7 +115,7 @@ impl Member {
 }
 
 /// A 3-member etcd cluster on loopback, started like
-/// `/work/shared/etcd/cluster.sh` does it, but from Rust, in its own temp
+/// etcd's documentation starts a local cluster, but from Rust, in its own temp
 /// directory and on free ports. Killed on drop.
 pub struct EtcdCluster {
     pub members: Vec<Member>,
