@@ -34,7 +34,9 @@ impl FullFs {
         match mounted {
             Ok(out) if out.status.success() => Some(FullFs { dir }),
             other => {
-                eprintln!("cannot mount a tmpfs ({other:?}); falling back to /dev/full");
+                eprintln!(
+                    "cannot mount a tmpfs ({other:?}); the test falls back (to /dev/full where it can)"
+                );
                 let _ = std::fs::remove_dir(&dir);
                 None
             }

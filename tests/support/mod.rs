@@ -28,6 +28,8 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+/// The same full-disk helper the library's unit tests use.
+#[path = "../../src/full_fs.rs"]
 pub mod full_fs;
 pub mod memory;
 pub mod promtool;
