@@ -113,9 +113,9 @@ pub(crate) fn short<const CONVERT: bool>(bytes: &[u8], mut p: usize) -> Option<(
         // Clinger's fast path, as in `Scanner::number`. The mantissa (< 2^52) becomes
         // a float by placing it in the significand of 2^52 and subtracting 2^52, both
         // exact; `as f64` compiles to cvtsi2sd, whose false dependency on its
-        // destination chained each conversion to the previous number's division. The
-        // sign is or-ed in rather than branched on: embeddings are half negative, in
-        // no predictable order.
+        // destination would chain each conversion to the previous number's division.
+        // The sign is or-ed in rather than branched on: embeddings are half negative,
+        // in no predictable order.
         let m = f64::from_bits(TWO_52.to_bits() | mantissa) - TWO_52;
         let v = m / pow;
         f64::from_bits(v.to_bits() | (u64::from(negative) << 63))

@@ -300,10 +300,10 @@ mod tests {
 
     #[test]
     fn many_unaligned_outputs_pair_in_linear_time() {
-        // Found writing the `compare` fuzz target: pairing re-counted earlier outputs
-        // of the same name for every output (quadratic), so these two 120 KB bodies
-        // took 94 s in a debug build, on the runtime worker that runs the mirror; a
-        // 1 MiB body (the default capture cap) holds ~17 times as many outputs.
+        // Pairing by re-counting earlier outputs of the same name for every output
+        // is quadratic: these two 120 KB bodies would take 94 s in a debug build, on
+        // the runtime worker that runs the mirror; a 1 MiB body (the default capture
+        // cap) holds ~17 times as many outputs.
         // Linear pairing takes milliseconds. (The speed itself is measured by
         // the `compare` fuzz target and benchmarks, not asserted here; a
         // quadratic regression shows up as this test taking minutes.)

@@ -33,7 +33,7 @@ pub struct Elements {
     pub agreement: Option<f64>,
 }
 
-/// The whole report; see the README for every field.
+/// The whole report; docs/validation.md lists every field.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     /// `pass` or `fail`: what CI gates on (exit 0 or 1).
