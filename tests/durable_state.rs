@@ -43,7 +43,7 @@ fn write_config(dir: &TempDir, stable: &str, candidate: &str, state: &Path) -> s
 
 async fn post(binary: &Binary, command: &str, body: &str) -> Value {
     let url = format!("{}/rollout/{command}", binary.admin);
-    let (code, value) = harness::post_json(&url, body, None).await;
+    let (code, value) = support::post_json(&url, body, None).await;
     assert_eq!(code, 200, "POST /rollout/{command}: {value:#}");
     value
 }
@@ -73,14 +73,14 @@ fn logged_decisions(binary: &Binary) -> Vec<String> {
 }
 
 async fn metric(binary: &Binary, series: &str) -> f64 {
-    let text = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let text = support::get_text(&format!("{}/metrics", binary.admin)).await;
     harness::metric(&text, series).unwrap_or_else(|| panic!("{series} missing"))
 }
 
 async fn readyz(binary: &Binary) -> (u16, String) {
-    let (code, body) =
-        harness::request(Method::GET, &format!("{}/readyz", binary.admin), "", None).await;
-    (code, String::from_utf8_lossy(&body).into_owned())
+    let url = format!("{}/readyz", binary.admin);
+    let (code, _, body) = send(&http_client(), Method::GET, &url, &[], "").await;
+    (code.as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Serving backends of `n` requests.
@@ -126,7 +126,7 @@ async fn a_rollback_on_a_full_disk_applies_at_once_and_is_written_once_space_fre
 
     // In effect on the data path at once, reported everywhere as not durable.
     assert_eq!(candidate_share(&binary, 40).await, 0);
-    let status = harness::get_json(&format!("{}/status", binary.admin)).await;
+    let status = support::get_json(&format!("{}/status", binary.admin)).await;
     assert_eq!(phase_weight(&status), ("rolled_back", 0.0));
     assert_eq!(status["state_file"]["durable"], false, "{status:#}");
     let (code, body) = readyz(&binary).await;
@@ -169,7 +169,7 @@ async fn a_rollback_on_a_full_disk_applies_at_once_and_is_written_once_space_fre
     binary.signal("KILL");
     binary.wait(EXIT_TIMEOUT).await;
     let restarted = Binary::start(&config, &[]).await;
-    let status = harness::get_json(&format!("{}/status", restarted.admin)).await;
+    let status = support::get_json(&format!("{}/status", restarted.admin)).await;
     assert_eq!(phase_weight(&status), ("rolled_back", 0.0), "{status:#}");
     assert_eq!(candidate_share(&restarted, 40).await, 0);
 }
@@ -203,6 +203,6 @@ async fn a_kill_while_the_disk_is_full_resumes_from_the_last_logged_decision() {
     assert_eq!(phase_weight(&file["state"]), ("paused", 50.0));
     fs.free();
     let restarted = Binary::start(&config, &[]).await;
-    let status = harness::get_json(&format!("{}/status", restarted.admin)).await;
+    let status = support::get_json(&format!("{}/status", restarted.admin)).await;
     assert_eq!(phase_weight(&status), ("paused", 50.0), "{status:#}");
 }

@@ -57,7 +57,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 async fn status(binary: &Binary) -> Value {
-    harness::get_json(&format!("{}/status", binary.admin)).await
+    support::get_json(&format!("{}/status", binary.admin)).await
 }
 
 fn phase_weight(value: &Value) -> (&str, f64) {
@@ -69,7 +69,7 @@ fn phase_weight(value: &Value) -> (&str, f64) {
 
 async fn post(binary: &Binary, command: &str, body: &str) -> Value {
     let url = format!("{}/rollout/{command}", binary.admin);
-    let (code, value) = harness::post_json(&url, body, None).await;
+    let (code, value) = support::post_json(&url, body, None).await;
     assert_eq!(code, 200, "POST /rollout/{command}: {value:#}");
     value
 }
@@ -105,7 +105,7 @@ fn read_state(path: &Path) -> Value {
 async fn wait_metric(binary: &Binary, series: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+        let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
         if harness::metric(&metrics, series) == Some(value) {
             return;
         }
@@ -234,7 +234,7 @@ async fn corrupt_state_file_starts_safe_on_stable() {
     let mut aside = state.clone().into_os_string();
     aside.push(".corrupt");
     assert_eq!(std::fs::read(&aside).unwrap(), whole[..whole.len() / 2]);
-    let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     assert_eq!(
         harness::metric(&metrics, r#"understudy_rollout_phase{phase="promoted"}"#),
         Some(0.0)
@@ -268,7 +268,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let readyz = format!("{}/readyz", binary.admin);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let (code, _) = harness::request(Method::GET, &readyz, "", None).await;
+        let (code, _, _) = send(&http_client(), Method::GET, &readyz, &[], "").await;
         if code == 503 {
             break;
         }
@@ -336,7 +336,7 @@ async fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
     )
     .await;
     wait_log(&binary, "max_error_rate").await;
-    let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     assert_eq!(harness::metric(&metrics, reloads), Some(1.0));
     // The running config (no mirroring) stays in force.
     assert_eq!(send_many(&binary, 10).await.len(), 10);

@@ -41,7 +41,7 @@ async fn post_with(
     token: Option<&str>,
 ) -> (u16, Value) {
     let url = format!("{}/rollout/{command}", proxy.admin);
-    harness::post_json(&url, body, token).await
+    support::post_json(&url, body, token).await
 }
 
 /// Asserts a command answered `code` and returns its body.

@@ -164,7 +164,7 @@ async fn the_byte_budget_holds_against_a_slow_ten_megabyte_candidate() {
         tokio::spawn(async move {
             let mut most = 0.0f64;
             while !stop.load(Ordering::Relaxed) {
-                let text = harness::get_text(&format!("{admin}/metrics")).await;
+                let text = support::get_text(&format!("{admin}/metrics")).await;
                 most = most.max(count(&text, "understudy_shadow_buffered_bytes"));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -132,7 +132,7 @@ async fn https_stable_signed_by_an_unknown_ca_gets_502_and_the_log_says_why() {
     assert!(json["error"].is_string(), "{json}");
     assert!(up.received().is_empty());
 
-    let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     assert_eq!(
         harness::metric(&metrics, &failures("stable", "serve", "connect")),
         Some(1.0),

@@ -7,16 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use understudy::config::Config;
 use understudy::server::{self, Running, StartOptions};
+
+use crate::support::{get_json, get_text, wait_json};
 
 /// Config text with both listeners on ephemeral loopback ports, the given
 /// backends, and `extra` TOML sections (e.g. `[shadow]\npercent = 50`).
@@ -75,59 +72,6 @@ impl Proxy {
     pub async fn stop(self) {
         self.running.shutdown().await;
     }
-}
-
-/// Polls `url` until its JSON satisfies `done`; panics after `timeout`.
-pub async fn wait_json(url: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let value = get_json(url).await;
-        if done(&value) {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("condition not reached within {timeout:?}; last {url}:\n{value:#}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Sends a request and returns status and body; panics on transport errors.
-pub async fn request(method: Method, url: &str, body: &str, token: Option<&str>) -> (u16, Bytes) {
-    let mut builder = Request::builder().method(method).uri(url);
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let response = client()
-        .request(request)
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, body)
-}
-
-pub async fn get_text(url: &str) -> String {
-    let (_, body) = request(Method::GET, url, "", None).await;
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-pub async fn get_json(url: &str) -> Value {
-    let (status, body) = request(Method::GET, url, "", None).await;
-    serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{url} answered {status} with non-JSON ({e}): {body:?}"))
-}
-
-pub async fn post_json(url: &str, body: &str, token: Option<&str>) -> (u16, Value) {
-    let (status, body) = request(Method::POST, url, body, token).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// Reads one Prometheus sample, e.g.
