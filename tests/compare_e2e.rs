@@ -3,12 +3,12 @@
 //! `/mismatches`. Comparisons are asynchronous, so every check first waits
 //! for the expected count to appear.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
+use support::harness;
 use support::{FakeUpstream, Reply, http_client, send};
 
 const WAIT: Duration = Duration::from_secs(10);

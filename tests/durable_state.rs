@@ -6,16 +6,15 @@
 //! The disk is a small tmpfs mounted for the test (root only); where that
 //! is not permitted, the tests say so and return.
 
-mod harness;
 mod support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use harness::{Binary, TempDir};
 use http::Method;
 use serde_json::Value;
 use support::full_fs::FullFs;
+use support::harness::{self, Binary, TempDir};
 use support::{FakeUpstream, Reply, http_client, send};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -14,12 +14,12 @@
 //! `tests/mirror.rs` has the first, narrower versions of some of these
 //! (client outcome and shadow/comparison counts only).
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
+use support::harness;
 use support::memory::RssSampler;
 use support::{FakeUpstream, Reply, http_client, refused_addr, send};
 use tokio::task::JoinSet;

@@ -4,7 +4,6 @@
 //! (mirrors, client connections, upstream connections), memory stays
 //! bounded, and the proxy keeps serving.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -12,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use support::harness;
 use support::memory::RssSampler;
 use support::{FakeUpstream, Reply, http_client, send};
 use tokio::io::AsyncWriteExt;

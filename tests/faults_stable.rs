@@ -9,7 +9,6 @@
 //! `tests/proxy.rs` has the stable-only basics (502 on refused, reset and
 //! garbage, 504 on hang) without a mirror or leak checks.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -18,6 +17,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
+use support::harness;
 use support::{FakeUpstream, Reply, http_client, refused_addr, send};
 use tokio::time::Instant;
 

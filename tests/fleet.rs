@@ -12,14 +12,17 @@
 //! On failure every replica's status, its log tail and the fleet's etcd
 //! keys are printed.
 
-mod fleet_support;
-mod harness;
 mod support;
+
+/// Only this suite needs etcd; the other suites do not compile its helpers.
+#[path = "support/fleet/mod.rs"]
+mod fleet_support;
 
 use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
+use support::harness;
 use support::{Reply, http_client, send};
 use tokio::time::Instant;
 

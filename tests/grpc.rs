@@ -5,7 +5,6 @@
 //! server-streaming calls, the mirrored call the candidate receives, and how
 //! gRPC outcomes are compared and counted.
 
-mod harness;
 mod support;
 
 use std::convert::Infallible;
@@ -23,6 +22,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::harness;
 use support::{Received, h2c_client};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};

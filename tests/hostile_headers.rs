@@ -4,11 +4,11 @@
 //! answers the proxy cannot forward faithfully are refused with a status
 //! that says why.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
+use support::harness;
 use support::{FakeUpstream, RawUpstream, Reply, header_of, raw_exchange, status_of};
 
 const WAIT: Duration = Duration::from_secs(5);

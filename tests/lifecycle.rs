@@ -3,16 +3,15 @@
 //! SIGHUP, and the `check`, `status` and `rollout` commands. Config files
 //! live in a temp directory; backends are fake upstreams in this process.
 
-mod harness;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use harness::{Binary, TempDir};
 use http::Method;
 use serde_json::Value;
+use support::harness::{self, Binary, TempDir};
 use support::{FakeUpstream, Reply, http_client, send, try_send};
 
 const PREDICTION: &str = r#"{"predictions":[1]}"#;

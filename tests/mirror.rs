@@ -1,7 +1,6 @@
 //! Mirroring: what the candidate receives, and proof that no shadow
 //! behaviour (slow, hung, dead, broken, overloaded) reaches the client.
 
-mod harness;
 mod support;
 
 use std::convert::Infallible;
@@ -14,6 +13,7 @@ use http::{Method, Request};
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::harness;
 use support::{FakeUpstream, Gate, Received, Reply, http_client, refused_addr, send};
 
 const WAIT: Duration = Duration::from_secs(10);

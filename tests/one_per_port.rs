@@ -2,14 +2,13 @@
 //! a `listen.addr` that another understudy (or any other process) already
 //! listens on, instead of silently sharing it through `SO_REUSEPORT`.
 
-mod harness;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use harness::{Binary, TempDir};
 use http::Method;
+use support::harness::{self, Binary, TempDir};
 use support::{FakeUpstream, Reply, http_client, send};
 
 /// `understudy.toml` in `dir` listening on `addr`.

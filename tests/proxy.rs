@@ -1,6 +1,5 @@
 //! Forwarding: what a client of the proxy sees, over real sockets.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -9,6 +8,7 @@ use bytes::Bytes;
 use http::{Method, Request, Version};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
+use support::harness;
 use support::{FakeUpstream, Gate, Reply, h2c_client, http_client, refused_addr, send};
 use tokio::time::Instant;
 

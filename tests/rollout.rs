@@ -4,7 +4,6 @@
 //! the `x-understudy-backend` header, what the model servers received).
 //! Manual control over the admin API is in `rollout_manual.rs`.
 
-mod harness;
 mod support;
 
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 use serde_json::Value;
+use support::harness;
 use support::{http_client, send, try_send};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;

@@ -3,13 +3,13 @@
 //! proxy without a `[rollout]` section. (Automatic judging is in
 //! `rollout.rs`.)
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
+use support::harness;
 use support::{FakeUpstream, Reply, http_client, send};
 
 const PREDICTION: &str = r#"{"predictions":[1]}"#;

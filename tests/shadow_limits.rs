@@ -3,15 +3,14 @@
 //! budget bounds what mirrors hold, while every client keeps getting the
 //! stable answer.
 
-mod harness;
 mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use harness::metric;
 use http::Method;
+use support::harness::{self, metric};
 use support::memory::RssSampler;
 use support::{FakeUpstream, Reply, http_client, send};
 

@@ -5,7 +5,6 @@
 //! (`support::tls`), into a temp directory; HTTPS backends are in
 //! `tls_upstream.rs`.
 
-mod harness;
 mod support;
 
 use std::net::SocketAddr;
@@ -13,11 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use harness::{Binary, TempDir};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::harness::{self, Binary, TempDir};
 use support::tls::{HttpsClient, Pki, client_config, https_client};
 use support::{FakeUpstream, Reply};
 use tokio::net::TcpStream;

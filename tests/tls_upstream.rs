@@ -4,15 +4,14 @@
 //! candidate via ALPN (`http2 = true`). Certificates are made at test time
 //! (`support::tls`); TLS in front of the proxy is in `tls.rs`.
 
-mod harness;
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{Binary, TempDir};
 use http::{Method, Version};
 use serde_json::Value;
+use support::harness::{self, Binary, TempDir};
 use support::tls::{Pki, TlsUpstream, server_config};
 use support::{FakeUpstream, Reply, http_client, send};
 

@@ -2,20 +2,18 @@
 //! runs it: the real binary, on recordings made by the in-process proxy,
 //! against the built-in toy iris models (or fake upstreams) on 127.0.0.1.
 
-mod harness;
 mod support;
-
-mod validate_support;
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{FakeUpstream, Reply};
-use understudy::toy::iris;
-use validate_support::{
+use support::harness;
+use support::harness::validate::{
     INFER, REQUESTS, Toys, config, read_json, record_traffic, rows, s, validate,
 };
+use support::{FakeUpstream, Reply};
+use understudy::toy::iris;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_keeps_allow_listed_headers_bodies_and_responses() {

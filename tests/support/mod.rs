@@ -1,5 +1,6 @@
-//! Shared support for integration tests: the world outside the proxy.
+//! Shared support for integration tests.
 //!
+//! The world outside the proxy:
 //! * [`FakeUpstream`] / [`Reply`]: a controllable upstream on `127.0.0.1`
 //!   (HTTP/1.1 and h2c) that records requests and fails on demand.
 //! * [`http_client`], [`send`], [`get_json`] and the rest of `client.rs`:
@@ -8,10 +9,19 @@
 //! * [`refused_addr`]: an address where nothing listens.
 //! * [`raw_exchange`], [`RawUpstream`]: raw-socket client and upstream for
 //!   bytes no HTTP library would send.
+//! * [`tls`], [`memory`], [`promtool`], [`full_fs`]: certificates and TLS
+//!   peers, memory sampling, metrics linting, a disk that fills up.
+//!
+//! And the proxy itself: [`harness`] starts understudy (in-process or as the
+//! real binary) and runs the crate's toy models; it is the only code here
+//! that may use `understudy::`, so a fake server can never share a bug with
+//! the proxy it tests (`tests/layout.rs` checks this). `fleet/` (etcd and
+//! three replicas) serves `tests/fleet.rs` alone, which includes it with
+//! `#[path]`, so the other suites do not compile it.
 //!
 //! Each integration test compiles this module separately and uses only part
 //! of it, hence `dead_code` is allowed. It must never bind anything but
-//! `127.0.0.1` and never depend on the proxy's own code.
+//! `127.0.0.1`.
 //!
 //! ```ignore
 //! mod support;
@@ -29,10 +39,11 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+mod client;
 /// The same full-disk helper the library's unit tests use.
 #[path = "../../src/full_fs.rs"]
 pub mod full_fs;
-mod client;
+pub mod harness;
 pub mod memory;
 pub mod promtool;
 mod raw;

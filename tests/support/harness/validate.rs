@@ -1,7 +1,7 @@
-//! Helpers for `tests/validate.rs`: toy backends, recording traffic through
-//! the in-process proxy, validate configs and running the real binary.
+//! Helpers for `tests/validate.rs`: the crate's toy iris models as
+//! backends, recording traffic through the in-process proxy, validate
+//! configs and running the real binary.
 //! Only `127.0.0.1`; nothing here outlives a test.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use understudy::toy::{self, ToyModel, ToyModelConfig, iris};
 
-use crate::{harness, support};
+use crate::support::{self, harness};
 
 pub const INFER: &str = "/v2/models/iris/infer";
 /// 500: the fewest pairs the latency criterion judges (at p90).

@@ -1,7 +1,11 @@
 //! Starts understudy for integration tests: in-process through the library
 //! entry point ([`start`]), or as the real binary ([`Binary`]), always on
-//! `127.0.0.1:0`. Also small helpers to read its admin API.
-#![allow(dead_code)]
+//! `127.0.0.1:0`. Also small helpers to read its admin API, and in
+//! [`validate`] the `validate` suite's toy models and recordings.
+//!
+//! The only support code that may use `understudy::` (see `super`).
+
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
