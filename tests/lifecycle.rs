@@ -6,12 +6,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::harness::{self, Binary, TempDir};
+use support::harness::{self, Binary, TempDir, run_cli};
 use support::{FakeUpstream, Reply, http_client, send, try_send};
 
 const PREDICTION: &str = r#"{"predictions":[1]}"#;
@@ -36,19 +35,6 @@ fn write_config(dir: &TempDir, stable: &str, candidate: &str, extra: &str) -> Pa
     let text = harness::config_text(stable, Some(candidate), extra);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Runs the binary with `args` to completion (bounded) and returns its output.
-async fn run_cli(args: &[&str]) -> Output {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), child)
-        .await
-        .unwrap_or_else(|_| panic!("understudy {args:?} did not exit within 30s"))
-        .unwrap()
 }
 
 fn text(bytes: &[u8]) -> String {

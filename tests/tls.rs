@@ -180,16 +180,7 @@ async fn mtls_listener_serves_clients_with_a_certificate_and_refuses_others() {
 
 /// Runs `understudy check -c path`; returns (success, stdout + stderr).
 async fn check(path: &Path) -> (bool, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .arg("check")
-        .arg("-c")
-        .arg(path)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("check did not exit within 30s")
-        .unwrap();
+    let output = harness::run_cli(&["check", "-c", path.to_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)

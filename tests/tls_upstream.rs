@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{Method, Version};
 use serde_json::Value;
+use support::harness::series::failures;
 use support::harness::{self, Binary, TempDir};
 use support::tls::{Pki, TlsUpstream, server_config};
 use support::{FakeUpstream, Reply, http_client, send};
@@ -35,12 +36,6 @@ fn config(backends: &str) -> String {
 /// A `[backends.NAME]` section with `url` and extra `keys`.
 fn backend(name: &str, url: &str, keys: &str) -> String {
     format!("[backends.{name}]\nurl = \"{url}\"\ntimeout = \"5s\"\n{keys}\n")
-}
-
-fn failures(backend: &str, role: &str, kind: &str) -> String {
-    format!(
-        r#"understudy_upstream_failures_total{{backend="{backend}",role="{role}",kind="{kind}"}}"#
-    )
 }
 
 #[tokio::test]
@@ -270,16 +265,7 @@ async fn check_names_an_unreadable_backend_ca_and_client_key() {
         config(&backend("stable", "https://localhost:8443", &keys)),
     )
     .unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("check did not exit within 30s")
-        .unwrap();
+    let output = harness::run_cli(&["check", "-c", path.to_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&output.stderr).into_owned()
         + &String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "check must fail: {text}");

@@ -1,16 +1,20 @@
 //! Starts understudy for integration tests: in-process through the library
 //! entry point ([`start`]), or as the real binary ([`Binary`]), always on
-//! `127.0.0.1:0`. Also small helpers to read its admin API, and in
-//! [`validate`] the `validate` suite's toy models and recordings.
+//! `127.0.0.1:0`. Also small helpers to read its admin API and the names of
+//! its metric series ([`series`]), and in [`validate`] the `validate`
+//! suite's toy models and recordings.
 //!
 //! The only support code that may use `understudy::` (see `super`).
 
+pub mod series;
 pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -108,6 +112,42 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// How long a one-shot CLI run ([`run_cli`]) may take: generous, since
+/// `validate` replays hundreds of requests on a busy test machine.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the real binary with `args` (stdin closed) to its exit; panics
+/// after [`CLI_TIMEOUT`].
+pub async fn run_cli(args: &[&str]) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(CLI_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("understudy {args:?} did not exit within {CLI_TIMEOUT:?}"))
+        .unwrap()
+}
+
+/// Checks one of the proxy's own error answers (for a failure of stable):
+/// the status `want`, a request id, and a JSON body naming stable and the
+/// error.
+pub fn assert_proxy_error(what: &str, got: (StatusCode, HeaderMap, Bytes), want: u16) {
+    let (status, headers, body) = got;
+    assert_eq!(status, want, "{what}: body {body:?}");
+    assert_eq!(headers["content-type"], "application/json", "{what}");
+    assert_eq!(headers["x-understudy-backend"], "stable", "{what}");
+    assert!(headers.contains_key("x-request-id"), "{what}");
+    let json: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body:?}"));
+    assert_eq!(json["backend"], "stable", "{what}: {json}");
+    assert!(
+        json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: {json}"
+    );
 }
 
 /// The real `understudy` binary, started with `run -c CONFIG --log-format

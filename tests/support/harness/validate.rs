@@ -4,7 +4,6 @@
 //! Only `127.0.0.1`; nothing here outlives a test.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -130,16 +129,7 @@ pub struct Run {
 }
 
 pub async fn validate(args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .arg("validate")
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("validate did not finish within 60s")
-        .unwrap();
+    let out = harness::run_cli(&[&["validate"], args].concat()).await;
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
