@@ -79,17 +79,23 @@ async fn stable_upstream() -> FakeUpstream {
     FakeUpstream::start(Reply::json(200, STABLE_BODY)).await
 }
 
+/// An in-process proxy with a TLS listener (`listen_keys` added to its
+/// `[listen.tls]`) in front of `stable`.
+async fn tls_proxy(pki: &Pki, listen_keys: &str, stable: &FakeUpstream) -> harness::Proxy {
+    harness::start_text(&config(
+        &listen_tls(pki, listen_keys),
+        &backend("stable", &stable.url(), ""),
+        "",
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn https_client_negotiates_h2_and_is_served_from_a_plain_stable() {
     let dir = TempDir::new("tls-h2");
     let pki = Pki::generate(&dir.0);
     let stable = stable_upstream().await;
-    let proxy = harness::start_text(&config(
-        &listen_tls(&pki, ""),
-        &backend("stable", &stable.url(), ""),
-        "",
-    ))
-    .await;
+    let proxy = tls_proxy(&pki, "", &stable).await;
     // Offer both: the listener must prefer h2.
     let client = https_client(&client_config(&pki.ca, None, &[b"h2", b"http/1.1"]));
     let url = https_url(&proxy, "/v1/models/m:predict");
@@ -112,12 +118,7 @@ async fn https_client_speaking_http1_is_served_and_marked_https() {
     let dir = TempDir::new("tls-h1");
     let pki = Pki::generate(&dir.0);
     let stable = stable_upstream().await;
-    let proxy = harness::start_text(&config(
-        &listen_tls(&pki, ""),
-        &backend("stable", &stable.url(), ""),
-        "",
-    ))
-    .await;
+    let proxy = tls_proxy(&pki, "", &stable).await;
     let client = https_client(&client_config(&pki.ca, None, &[b"http/1.1"]));
     let url = https_url(&proxy, "/predict");
     for i in 0..3 {
@@ -140,12 +141,7 @@ async fn mtls_listener_serves_clients_with_a_certificate_and_refuses_others() {
     let pki = Pki::generate(&dir.0);
     let stable = stable_upstream().await;
     let client_ca = format!("client_ca = {}\n", toml_path(&pki.ca_pem));
-    let proxy = harness::start_text(&config(
-        &listen_tls(&pki, &client_ca),
-        &backend("stable", &stable.url(), ""),
-        "",
-    ))
-    .await;
+    let proxy = tls_proxy(&pki, &client_ca, &stable).await;
     let url = https_url(&proxy, "/predict");
 
     for alpn in [&b"h2"[..], b"http/1.1"] {

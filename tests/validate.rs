@@ -358,36 +358,16 @@ async fn usage_config_and_file_errors_exit_2() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("missing.jsonl"), "{}", run.stderr);
 
-    let run = validate(&[
-        "-c",
-        s(&good),
-        "--requests",
-        s(&traffic),
-        "--report",
-        "r.txt",
-    ])
-    .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let run = validate(&[
-        "-c",
-        s(&good),
-        "--requests",
-        s(&traffic),
-        "--stable",
-        "ftp://x",
-    ])
-    .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let run = validate(&[
-        "-c",
-        s(&good),
-        "--requests",
-        s(&traffic),
-        "--path",
-        "no-slash",
-    ])
-    .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    for bad_flag in [
+        ["--report", "r.txt"],
+        ["--stable", "ftp://x"],
+        ["--path", "no-slash"],
+    ] {
+        let mut args = vec!["-c", s(&good), "--requests", s(&traffic)];
+        args.extend(bad_flag);
+        let run = validate(&args).await;
+        assert_eq!(run.code, Some(2), "{bad_flag:?}: {}", run.stderr);
+    }
 
     let only_stable = dir.path("stable-only.toml");
     std::fs::write(
