@@ -1,11 +1,11 @@
 //! The access log: one JSON line per request with the fields SPEC §4 names.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
+use support::harness;
 use support::{FakeUpstream, Reply, http_client, send};
 
 #[tokio::test]

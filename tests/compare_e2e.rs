@@ -3,12 +3,13 @@
 //! `/mismatches`. Comparisons are asynchronous, so every check first waits
 //! for the expected count to appear.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
+use support::harness;
+use support::harness::series::comparisons;
 use support::{FakeUpstream, Reply, http_client, send};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -22,10 +23,6 @@ const KSERVE_V2: &str = r#"{"model_name":"iris","model_version":"v2","id":"req-0
 const KSERVE_PROBA: &str = r#"{"model_name":"iris","model_version":"v1","id":"p1","parameters":{},"outputs":[{"name":"predict_proba","shape":[2,3],"datatype":"FP64","parameters":{"content_type":"np"},"data":[0.0005018223147509693,0.20358287997576405,0.7959152977094849,0.9847031668428455,0.015296771119383056,6.20377713724823e-8]}]}"#;
 /// The same, from a candidate whose second row differs.
 const KSERVE_PROBA_ROW2_DIFFERS: &str = r#"{"model_name":"iris","model_version":"v2","id":"p1","parameters":{},"outputs":[{"name":"predict_proba","shape":[2,3],"datatype":"FP64","parameters":{"content_type":"np"},"data":[0.0005018223147509693,0.20358287997576405,0.7959152977094849,0.2,0.7,0.1]}]}"#;
-
-fn comparisons(result: &str) -> String {
-    format!(r#"understudy_comparisons_total{{result="{result}"}}"#)
-}
 
 fn elements(result: &str) -> String {
     format!(r#"understudy_prediction_elements_total{{result="{result}"}}"#)

@@ -6,16 +6,15 @@
 //! The disk is a small tmpfs mounted for the test (root only); where that
 //! is not permitted, the tests say so and return.
 
-mod harness;
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use harness::{Binary, TempDir};
 use http::Method;
 use serde_json::Value;
 use support::full_fs::FullFs;
+use support::harness::{self, Binary, TempDir};
 use support::{FakeUpstream, Reply, http_client, send};
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,7 +26,7 @@ async fn upstream() -> FakeUpstream {
 
 /// Config in `dir`, with the state file at `state`; the judge never acts
 /// on its own within a test.
-fn write_config(dir: &TempDir, stable: &str, candidate: &str, state: &Path) -> std::path::PathBuf {
+fn write_config(dir: &TempDir, stable: &str, candidate: &str, state: &Path) -> PathBuf {
     let rollout = format!(
         "[rollout]\nsteps = [50, 100]\ninterval = \"1s\"\nmin_requests = 100000\nstate_file = \"{}\"\n",
         state.display()
@@ -43,7 +42,7 @@ fn write_config(dir: &TempDir, stable: &str, candidate: &str, state: &Path) -> s
 
 async fn post(binary: &Binary, command: &str, body: &str) -> Value {
     let url = format!("{}/rollout/{command}", binary.admin);
-    let (code, value) = harness::post_json(&url, body, None).await;
+    let (code, value) = support::post_json(&url, body, None).await;
     assert_eq!(code, 200, "POST /rollout/{command}: {value:#}");
     value
 }
@@ -73,14 +72,14 @@ fn logged_decisions(binary: &Binary) -> Vec<String> {
 }
 
 async fn metric(binary: &Binary, series: &str) -> f64 {
-    let text = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let text = support::get_text(&format!("{}/metrics", binary.admin)).await;
     harness::metric(&text, series).unwrap_or_else(|| panic!("{series} missing"))
 }
 
 async fn readyz(binary: &Binary) -> (u16, String) {
-    let (code, body) =
-        harness::request(Method::GET, &format!("{}/readyz", binary.admin), "", None).await;
-    (code, String::from_utf8_lossy(&body).into_owned())
+    let url = format!("{}/readyz", binary.admin);
+    let (code, _, body) = send(&http_client(), Method::GET, &url, &[], "").await;
+    (code.as_u16(), String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Serving backends of `n` requests.
@@ -96,43 +95,70 @@ async fn candidate_share(binary: &Binary, n: usize) -> usize {
     on_candidate
 }
 
-/// Starts at paused 50%, durable, then fills the disk and rolls back.
-async fn rolled_back_on_a_full_disk(fs: &FullFs, config: &Path) -> Binary {
-    let binary = Binary::start(config, &[]).await;
-    let set = post(&binary, "weight", r#"{"percent": 50}"#).await;
-    assert_eq!(set["durable"], true, "{set:#}");
-    fs.fill();
-    let answer = post(&binary, "rollback", "").await;
-    assert_eq!(phase_weight(&answer), ("rolled_back", 0.0), "{answer:#}");
-    assert_eq!(answer["durable"], false, "{answer:#}");
-    let warning = answer["warning"].as_str().unwrap_or_default();
-    assert!(
-        warning.contains("not yet written") && warning.contains("space"),
-        "{answer:#}"
-    );
-    binary
+/// Two backends and a config whose state file is on a disk of its own
+/// that the test fills and frees. Fields drop in order: the disk last.
+struct StateOnSmallDisk {
+    config: PathBuf,
+    /// The state file, on `disk`.
+    state: PathBuf,
+    _dir: TempDir,
+    _backends: (FakeUpstream, FakeUpstream),
+    disk: FullFs,
+}
+
+impl StateOnSmallDisk {
+    /// `None` (said on stderr) where this process may not mount the disk.
+    async fn new(name: &str) -> Option<StateOnSmallDisk> {
+        let disk = FullFs::mount(name)?;
+        let (stable, candidate) = (upstream().await, upstream().await);
+        let dir = TempDir::new(&format!("durable-{name}"));
+        let state = disk.path("state.json");
+        let config = write_config(&dir, &stable.url(), &candidate.url(), &state);
+        Some(StateOnSmallDisk {
+            config,
+            state,
+            _dir: dir,
+            _backends: (stable, candidate),
+            disk,
+        })
+    }
+
+    /// Starts the binary at paused 50%, durable, then fills the disk and
+    /// rolls back.
+    async fn rolled_back_on_a_full_disk(&self) -> Binary {
+        let binary = Binary::start(&self.config, &[]).await;
+        let set = post(&binary, "weight", r#"{"percent": 50}"#).await;
+        assert_eq!(set["durable"], true, "{set:#}");
+        self.disk.fill();
+        let answer = post(&binary, "rollback", "").await;
+        assert_eq!(phase_weight(&answer), ("rolled_back", 0.0), "{answer:#}");
+        assert_eq!(answer["durable"], false, "{answer:#}");
+        let warning = answer["warning"].as_str().unwrap_or_default();
+        assert!(
+            warning.contains("not yet written") && warning.contains("space"),
+            "{answer:#}"
+        );
+        binary
+    }
 }
 
 #[tokio::test]
 async fn a_rollback_on_a_full_disk_applies_at_once_and_is_written_once_space_frees() {
-    let Some(fs) = FullFs::mount("rollback") else {
+    let Some(setup) = StateOnSmallDisk::new("rollback").await else {
         return;
     };
-    let (stable, candidate) = (upstream().await, upstream().await);
-    let dir = TempDir::new("durable-rollback");
-    let state = fs.path("state.json");
-    let config = write_config(&dir, &stable.url(), &candidate.url(), &state);
-    let mut binary = rolled_back_on_a_full_disk(&fs, &config).await;
+    let state = &setup.state;
+    let mut binary = setup.rolled_back_on_a_full_disk().await;
 
     // In effect on the data path at once, reported everywhere as not durable.
     assert_eq!(candidate_share(&binary, 40).await, 0);
-    let status = harness::get_json(&format!("{}/status", binary.admin)).await;
+    let status = support::get_json(&format!("{}/status", binary.admin)).await;
     assert_eq!(phase_weight(&status), ("rolled_back", 0.0));
     assert_eq!(status["state_file"]["durable"], false, "{status:#}");
     let (code, body) = readyz(&binary).await;
     assert_eq!((code, body.starts_with("degraded")), (200, true), "{body}");
     assert_eq!(metric(&binary, "understudy_state_file_behind").await, 1.0);
-    assert_eq!(phase_weight(&on_disk(&state)["state"]), ("paused", 50.0));
+    assert_eq!(phase_weight(&on_disk(state)["state"]), ("paused", 50.0));
     assert!(
         !logged_decisions(&binary).contains(&"manual rollback".to_owned()),
         "a rollback that is not on disk was logged"
@@ -144,9 +170,9 @@ async fn a_rollback_on_a_full_disk_applies_at_once_and_is_written_once_space_fre
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    fs.free();
+    setup.disk.free();
     let deadline = Instant::now() + WAIT;
-    while phase_weight(&on_disk(&state)["state"]) != ("rolled_back", 0.0) {
+    while phase_weight(&on_disk(state)["state"]) != ("rolled_back", 0.0) {
         assert!(
             Instant::now() < deadline,
             "the rollback never reached the disk"
@@ -168,28 +194,25 @@ async fn a_rollback_on_a_full_disk_applies_at_once_and_is_written_once_space_fre
 
     binary.signal("KILL");
     binary.wait(EXIT_TIMEOUT).await;
-    let restarted = Binary::start(&config, &[]).await;
-    let status = harness::get_json(&format!("{}/status", restarted.admin)).await;
+    let restarted = Binary::start(&setup.config, &[]).await;
+    let status = support::get_json(&format!("{}/status", restarted.admin)).await;
     assert_eq!(phase_weight(&status), ("rolled_back", 0.0), "{status:#}");
     assert_eq!(candidate_share(&restarted, 40).await, 0);
 }
 
 #[tokio::test]
 async fn a_kill_while_the_disk_is_full_resumes_from_the_last_logged_decision() {
-    let Some(fs) = FullFs::mount("kill") else {
+    let Some(setup) = StateOnSmallDisk::new("kill").await else {
         return;
     };
-    let (stable, candidate) = (upstream().await, upstream().await);
-    let dir = TempDir::new("durable-kill");
-    let state = fs.path("state.json");
-    let config = write_config(&dir, &stable.url(), &candidate.url(), &state);
-    let mut binary = rolled_back_on_a_full_disk(&fs, &config).await;
+    let state = &setup.state;
+    let mut binary = setup.rolled_back_on_a_full_disk().await;
     binary.signal("KILL");
     binary.wait(EXIT_TIMEOUT).await;
 
     // The last decision the log announced is the last one in the file.
     let logged = logged_decisions(&binary);
-    let file = on_disk(&state);
+    let file = on_disk(state);
     let last_in_file = file["state"]["decisions"]
         .as_array()
         .unwrap()
@@ -201,8 +224,8 @@ async fn a_kill_while_the_disk_is_full_resumes_from_the_last_logged_decision() {
         "log {logged:?} vs file {file:#}"
     );
     assert_eq!(phase_weight(&file["state"]), ("paused", 50.0));
-    fs.free();
-    let restarted = Binary::start(&config, &[]).await;
-    let status = harness::get_json(&format!("{}/status", restarted.admin)).await;
+    setup.disk.free();
+    let restarted = Binary::start(&setup.config, &[]).await;
+    let status = support::get_json(&format!("{}/status", restarted.admin)).await;
     assert_eq!(phase_weight(&status), ("paused", 50.0), "{status:#}");
 }

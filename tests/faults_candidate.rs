@@ -14,12 +14,13 @@
 //! `tests/mirror.rs` has the first, narrower versions of some of these
 //! (client outcome and shadow/comparison counts only).
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
+use support::harness;
+use support::harness::series::{comparisons, failures, requests, shadow};
 use support::memory::RssSampler;
 use support::{FakeUpstream, Reply, http_client, refused_addr, send};
 use tokio::task::JoinSet;
@@ -55,26 +56,6 @@ const COMPARISONS: [&str; 5] = [
 ];
 const FAILURE_KINDS: [&str; 5] = ["connect", "timeout", "protocol", "body", "grpc"];
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
-
-fn shadow(result: &str) -> String {
-    format!(r#"understudy_shadow_total{{result="{result}"}}"#)
-}
-
-fn comparisons(result: &str) -> String {
-    format!(r#"understudy_comparisons_total{{result="{result}"}}"#)
-}
-
-fn failures(backend: &str, role: &str, kind: &str) -> String {
-    format!(
-        r#"understudy_upstream_failures_total{{backend="{backend}",role="{role}",kind="{kind}"}}"#
-    )
-}
-
-fn requests(backend: &str, role: &str, class: &str) -> String {
-    format!(
-        r#"understudy_requests_total{{backend="{backend}",role="{role}",status_class="{class}"}}"#
-    )
-}
 
 /// Asserts that, of `series(label)` for each label, `expected` is at `n`
 /// and all the others are at 0.

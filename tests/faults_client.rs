@@ -4,7 +4,6 @@
 //! (mirrors, client connections, upstream connections), memory stays
 //! bounded, and the proxy keeps serving.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -12,6 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use support::harness;
+use support::harness::series::{failures, requests, shadow};
 use support::memory::RssSampler;
 use support::{FakeUpstream, Reply, http_client, send};
 use tokio::io::AsyncWriteExt;
@@ -25,22 +26,6 @@ const RSS_BUDGET: u64 = 64 << 20;
 const FAILURE_KINDS: [&str; 5] = ["connect", "timeout", "protocol", "body", "grpc"];
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 const CLIENT_ABORTED: &str = r#"understudy_requests_rejected_total{reason="client_aborted"}"#;
-
-fn failures(backend: &str, role: &str, kind: &str) -> String {
-    format!(
-        r#"understudy_upstream_failures_total{{backend="{backend}",role="{role}",kind="{kind}"}}"#
-    )
-}
-
-fn requests(backend: &str, role: &str, class: &str) -> String {
-    format!(
-        r#"understudy_requests_total{{backend="{backend}",role="{role}",status_class="{class}"}}"#
-    )
-}
-
-fn shadow(result: &str) -> String {
-    format!(r#"understudy_shadow_total{{result="{result}"}}"#)
-}
 
 fn value(metrics: &str, series: &str) -> f64 {
     harness::metric(metrics, series).unwrap_or_else(|| panic!("no {series} in /metrics"))

@@ -9,7 +9,6 @@
 //! `tests/proxy.rs` has the stable-only basics (502 on refused, reset and
 //! garbage, 504 on hang) without a mirror or leak checks.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -17,7 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
-use serde_json::Value;
+use support::harness::series::{comparisons, failures, requests, shadow};
+use support::harness::{self, assert_proxy_error};
 use support::{FakeUpstream, Reply, http_client, refused_addr, send};
 use tokio::time::Instant;
 
@@ -25,26 +25,6 @@ const WAIT: Duration = Duration::from_secs(10);
 const CANDIDATE_BODY: &str = r#"{"predictions":[0.1,0.9]}"#;
 const SHADOW: &str = "[shadow]\ntimeout = \"2s\"\n";
 const FAILURE_KINDS: [&str; 5] = ["connect", "timeout", "protocol", "body", "grpc"];
-
-fn failures(backend: &str, role: &str, kind: &str) -> String {
-    format!(
-        r#"understudy_upstream_failures_total{{backend="{backend}",role="{role}",kind="{kind}"}}"#
-    )
-}
-
-fn requests(backend: &str, role: &str, class: &str) -> String {
-    format!(
-        r#"understudy_requests_total{{backend="{backend}",role="{role}",status_class="{class}"}}"#
-    )
-}
-
-fn shadow(result: &str) -> String {
-    format!(r#"understudy_shadow_total{{result="{result}"}}"#)
-}
-
-fn comparisons(result: &str) -> String {
-    format!(r#"understudy_comparisons_total{{result="{result}"}}"#)
-}
 
 /// Asserts stable's serve failures: `kind` at `n`, every other kind at 0.
 fn assert_stable_failures(metrics: &str, kind: &str, n: f64) {
@@ -66,22 +46,6 @@ fn config(stable: &str, candidate: &str, timeout: &str) -> String {
         &format!("url = \"{stable}\"\ntimeout = \"{timeout}\""),
         1,
     )
-}
-
-/// Checks a proxy error response: status, JSON body naming stable.
-fn assert_proxy_error(what: &str, got: (http::StatusCode, http::HeaderMap, Bytes), want: u16) {
-    let (status, headers, body) = got;
-    assert_eq!(status, want, "{what}: body {body:?}");
-    assert_eq!(headers["content-type"], "application/json", "{what}");
-    assert_eq!(headers["x-understudy-backend"], "stable", "{what}");
-    assert!(headers.contains_key("x-request-id"), "{what}");
-    let json: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body:?}"));
-    assert_eq!(json["backend"], "stable", "{what}: {json}");
-    assert!(
-        json["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{what}: {json}"
-    );
 }
 
 #[tokio::test]

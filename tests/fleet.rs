@@ -12,14 +12,17 @@
 //! On failure every replica's status, its log tail and the fleet's etcd
 //! keys are printed.
 
-mod fleet_support;
-mod harness;
 mod support;
+
+/// Only this suite needs etcd; the other suites do not compile its helpers.
+#[path = "support/fleet/mod.rs"]
+mod fleet_support;
 
 use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
+use support::harness;
 use support::{Reply, http_client, send};
 use tokio::time::Instant;
 
@@ -862,7 +865,7 @@ async fn fleet_over_mutual_tls() {
     let good = harness::Binary::start(&replica("tls-good", &ca_pem), &[]).await;
     let wrong = harness::Binary::start(&replica("tls-wrong-ca", &other_ca_pem), &[]).await;
 
-    let status = harness::wait_json(
+    let status = support::wait_json(
         &format!("{}/status", good.admin),
         Duration::from_secs(30),
         |s| s["fleet"]["connected"] == true && s["fleet"]["is_leader"] == true,
@@ -872,7 +875,7 @@ async fn fleet_over_mutual_tls() {
     // Let the other replica try a few times (backoff 0.5 s, 1 s, …): it
     // must never get in.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = harness::get_json(&format!("{}/status", wrong.admin)).await;
+    let status = support::get_json(&format!("{}/status", wrong.admin)).await;
     assert_eq!(status["fleet"]["connected"], false, "{status}");
     assert_eq!(
         status["phase"], "shadow",

@@ -5,7 +5,6 @@
 //! server-streaming calls, the mirrored call the candidate receives, and how
 //! gRPC outcomes are compared and counted.
 
-mod harness;
 mod support;
 
 use std::convert::Infallible;
@@ -23,6 +22,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::harness;
+use support::harness::series::{comparisons, failures};
 use support::{Received, h2c_client};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
@@ -267,16 +268,6 @@ async fn unary(proxy: &harness::Proxy) -> (http::response::Parts, Bytes, Option<
     let collected = body.collect().await.expect("gRPC response body");
     let trailers = collected.trailers().cloned();
     (parts, collected.to_bytes(), trailers)
-}
-
-fn comparisons(result: &str) -> String {
-    format!(r#"understudy_comparisons_total{{result="{result}"}}"#)
-}
-
-fn failures(backend: &str, role: &str, kind: &str) -> String {
-    format!(
-        r#"understudy_upstream_failures_total{{backend="{backend}",role="{role}",kind="{kind}"}}"#
-    )
 }
 
 fn grpc_status(headers: Option<&HeaderMap>) -> Option<&str> {

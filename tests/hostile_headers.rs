@@ -4,17 +4,24 @@
 //! answers the proxy cannot forward faithfully are refused with a status
 //! that says why.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
+use support::harness;
 use support::{FakeUpstream, RawUpstream, Reply, header_of, raw_exchange, status_of};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-fn addr_of(proxy: &harness::Proxy) -> String {
-    proxy.url.trim_start_matches("http://").to_owned()
+/// A proxy serving from `stable` and mirroring every request to `candidate`.
+async fn mirroring_proxy(stable: &FakeUpstream, candidate: &FakeUpstream) -> harness::Proxy {
+    let shadow_all = "[shadow]\npercent = 100\n";
+    harness::start(&stable.url(), Some(&candidate.url()), shadow_all).await
+}
+
+/// Writes `request` to the proxy's data port as is and reads the raw answer.
+async fn exchange(proxy: &harness::Proxy, request: &[u8]) -> String {
+    raw_exchange(proxy.url.trim_start_matches("http://"), request, WAIT).await
 }
 
 /// Waits (bounded) until `upstream` has received `n` requests.
@@ -35,17 +42,11 @@ async fn the_proxys_own_headers_cannot_be_forged_in_either_direction() {
     )
     .await;
     let candidate = FakeUpstream::start(Reply::json(200, "{}")).await;
-    let proxy = harness::start(
-        &stable.url(),
-        Some(&candidate.url()),
-        "[shadow]\npercent = 100\n",
-    )
-    .await;
-    let response = raw_exchange(
-        &addr_of(&proxy),
+    let proxy = mirroring_proxy(&stable, &candidate).await;
+    let response = exchange(
+        &proxy,
         b"POST /p HTTP/1.1\r\nHost: x\r\nX-Understudy-Shadow: 1\r\nX-Understudy-Backend: candidate\r\n\
           Content-Length: 2\r\nConnection: close\r\n\r\n{}",
-        WAIT,
     )
     .await;
     assert_eq!(status_of(&response), Some(200), "{response}");
@@ -75,16 +76,10 @@ async fn the_proxys_own_headers_cannot_be_forged_in_either_direction() {
 async fn connection_cannot_take_the_request_id_from_either_backend() {
     let stable = FakeUpstream::start(Reply::json(200, "{}")).await;
     let candidate = FakeUpstream::start(Reply::json(200, "{}")).await;
-    let proxy = harness::start(
-        &stable.url(),
-        Some(&candidate.url()),
-        "[shadow]\npercent = 100\n",
-    )
-    .await;
-    let response = raw_exchange(
-        &addr_of(&proxy),
+    let proxy = mirroring_proxy(&stable, &candidate).await;
+    let response = exchange(
+        &proxy,
         b"GET /p HTTP/1.1\r\nHost: x\r\nX-Request-Id: abc-123\r\nConnection: x-request-id, close\r\n\r\n",
-        WAIT,
     )
     .await;
     assert_eq!(status_of(&response), Some(200), "{response}");
@@ -109,9 +104,8 @@ async fn connection_cannot_take_the_request_id_from_either_backend() {
 async fn every_answer_carries_a_bounded_request_id() {
     let stable = FakeUpstream::start(Reply::json(200, "{}")).await;
     let proxy = harness::start(&stable.url(), None, "").await;
-    let addr = addr_of(&proxy);
     let send = |id: String| {
-        let addr = addr.clone();
+        let proxy = &proxy;
         async move {
             let header = if id.is_empty() {
                 String::new()
@@ -120,7 +114,7 @@ async fn every_answer_carries_a_bounded_request_id() {
             };
             let request =
                 format!("GET /p HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n");
-            raw_exchange(&addr, request.as_bytes(), WAIT).await
+            exchange(proxy, request.as_bytes()).await
         }
     };
     // A success without an id of the client's gets the generated one.
@@ -152,7 +146,6 @@ async fn every_answer_carries_a_bounded_request_id() {
 async fn requests_the_proxy_cannot_forward_faithfully_are_refused() {
     let stable = FakeUpstream::start(Reply::echo()).await;
     let proxy = harness::start(&stable.url(), None, "").await;
-    let addr = addr_of(&proxy);
     let cases: [(&str, &[u8], u16); 6] = [
         (
             "CONNECT",
@@ -182,7 +175,7 @@ async fn requests_the_proxy_cannot_forward_faithfully_are_refused() {
         ),
     ];
     for (name, request, status) in cases {
-        let response = raw_exchange(&addr, request, WAIT).await;
+        let response = exchange(&proxy, request).await;
         assert_eq!(status_of(&response), Some(status), "{name}: {response}");
         assert!(
             header_of(&response, "x-request-id").is_some(),
@@ -206,7 +199,7 @@ async fn requests_the_proxy_cannot_forward_faithfully_are_refused() {
         Some(6.0)
     );
     // HTTP/1.0 needs no Host.
-    let response = raw_exchange(&addr, b"GET /p HTTP/1.0\r\n\r\n", WAIT).await;
+    let response = exchange(&proxy, b"GET /p HTTP/1.0\r\n\r\n").await;
     assert_eq!(status_of(&response), Some(200), "{response}");
     proxy.stop().await;
 }
@@ -215,10 +208,9 @@ async fn requests_the_proxy_cannot_forward_faithfully_are_refused() {
 async fn answer_to(raw: &'static [u8]) -> (String, String) {
     let backend = RawUpstream::start(raw).await;
     let proxy = harness::start(&backend.url(), None, "").await;
-    let response = raw_exchange(
-        &addr_of(&proxy),
+    let response = exchange(
+        &proxy,
         b"GET /p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        WAIT,
     )
     .await;
     assert_eq!(backend.request_count(), 1);

@@ -3,7 +3,6 @@
 //! connections cannot hold every `listen.max_connections` slot; busy ones
 //! are never closed.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -15,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::harness;
 use support::{FakeUpstream, Reply};
 
 /// Longer than any close the proxy may take (idle timeout, GOAWAY grace);

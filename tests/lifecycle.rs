@@ -3,16 +3,14 @@
 //! SIGHUP, and the `check`, `status` and `rollout` commands. Config files
 //! live in a temp directory; backends are fake upstreams in this process.
 
-mod harness;
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
-use harness::{Binary, TempDir};
 use http::Method;
 use serde_json::Value;
+use support::harness::{self, Binary, TempDir, run_cli};
 use support::{FakeUpstream, Reply, http_client, send, try_send};
 
 const PREDICTION: &str = r#"{"predictions":[1]}"#;
@@ -39,25 +37,12 @@ fn write_config(dir: &TempDir, stable: &str, candidate: &str, extra: &str) -> Pa
     path
 }
 
-/// Runs the binary with `args` to completion (bounded) and returns its output.
-async fn run_cli(args: &[&str]) -> Output {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(30), child)
-        .await
-        .unwrap_or_else(|_| panic!("understudy {args:?} did not exit within 30s"))
-        .unwrap()
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 async fn status(binary: &Binary) -> Value {
-    harness::get_json(&format!("{}/status", binary.admin)).await
+    support::get_json(&format!("{}/status", binary.admin)).await
 }
 
 fn phase_weight(value: &Value) -> (&str, f64) {
@@ -69,7 +54,7 @@ fn phase_weight(value: &Value) -> (&str, f64) {
 
 async fn post(binary: &Binary, command: &str, body: &str) -> Value {
     let url = format!("{}/rollout/{command}", binary.admin);
-    let (code, value) = harness::post_json(&url, body, None).await;
+    let (code, value) = support::post_json(&url, body, None).await;
     assert_eq!(code, 200, "POST /rollout/{command}: {value:#}");
     value
 }
@@ -105,7 +90,7 @@ fn read_state(path: &Path) -> Value {
 async fn wait_metric(binary: &Binary, series: &str, value: f64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+        let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
         if harness::metric(&metrics, series) == Some(value) {
             return;
         }
@@ -234,7 +219,7 @@ async fn corrupt_state_file_starts_safe_on_stable() {
     let mut aside = state.clone().into_os_string();
     aside.push(".corrupt");
     assert_eq!(std::fs::read(&aside).unwrap(), whole[..whole.len() / 2]);
-    let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     assert_eq!(
         harness::metric(&metrics, r#"understudy_rollout_phase{phase="promoted"}"#),
         Some(0.0)
@@ -268,7 +253,7 @@ async fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let readyz = format!("{}/readyz", binary.admin);
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
-        let (code, _) = harness::request(Method::GET, &readyz, "", None).await;
+        let (code, _, _) = send(&http_client(), Method::GET, &readyz, &[], "").await;
         if code == 503 {
             break;
         }
@@ -336,7 +321,7 @@ async fn sighup_applies_a_valid_config_and_rejects_an_invalid_one() {
     )
     .await;
     wait_log(&binary, "max_error_rate").await;
-    let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     assert_eq!(harness::metric(&metrics, reloads), Some(1.0));
     // The running config (no mirroring) stays in force.
     assert_eq!(send_many(&binary, 10).await.len(), 10);

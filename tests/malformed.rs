@@ -2,7 +2,6 @@
 //! closed connection, nothing ambiguous reaches the backend (no request
 //! smuggling), and the proxy keeps serving afterwards.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use support::harness;
 use support::{FakeUpstream, Reply, raw_exchange, status_of};
 
 async fn proxy_with(extra: &str) -> (FakeUpstream, harness::Proxy, String) {

@@ -1,7 +1,6 @@
 //! Mirroring: what the candidate receives, and proof that no shadow
 //! behaviour (slow, hung, dead, broken, overloaded) reaches the client.
 
-mod harness;
 mod support;
 
 use std::convert::Infallible;
@@ -14,18 +13,12 @@ use http::{Method, Request};
 use http_body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::harness;
+use support::harness::series::{comparisons, shadow};
 use support::{FakeUpstream, Gate, Received, Reply, http_client, refused_addr, send};
 
 const WAIT: Duration = Duration::from_secs(10);
 const STABLE_BODY: &str = r#"{"predictions":[0.1,0.9]}"#;
-
-fn shadow(result: &str) -> String {
-    format!(r#"understudy_shadow_total{{result="{result}"}}"#)
-}
-
-fn comparisons(result: &str) -> String {
-    format!(r#"understudy_comparisons_total{{result="{result}"}}"#)
-}
 
 fn find<'a>(received: &'a [Received], path_and_query: &str) -> &'a Received {
     received

@@ -2,14 +2,12 @@
 //! a `listen.addr` that another understudy (or any other process) already
 //! listens on, instead of silently sharing it through `SO_REUSEPORT`.
 
-mod harness;
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use harness::{Binary, TempDir};
 use http::Method;
+use support::harness::{self, Binary, TempDir, run_cli};
 use support::{FakeUpstream, Reply, http_client, send};
 
 /// `understudy.toml` in `dir` listening on `addr`.
@@ -27,16 +25,7 @@ fn config_on(dir: &TempDir, stable: &str, addr: &str) -> std::path::PathBuf {
 
 /// Runs `understudy run -c CONFIG` expecting it to fail; returns stderr.
 async fn run_expecting_failure(config: &std::path::Path) -> String {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(["run", "-c"])
-        .arg(config)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), child)
-        .await
-        .expect("the second understudy kept running: it shares the port")
-        .unwrap();
+    let output = run_cli(&["run", "-c", config.to_str().unwrap()]).await;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
         !output.status.success(),

@@ -1,6 +1,5 @@
 //! Forwarding: what a client of the proxy sees, over real sockets.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
@@ -9,6 +8,7 @@ use bytes::Bytes;
 use http::{Method, Request, Version};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
+use support::harness::{self, assert_proxy_error};
 use support::{FakeUpstream, Gate, Reply, h2c_client, http_client, refused_addr, send};
 use tokio::time::Instant;
 
@@ -263,21 +263,6 @@ async fn h2c_clients_are_served() {
     let proxy_authority = proxy.url.trim_start_matches("http://");
     assert_eq!(echo["headers"]["x-forwarded-host"], proxy_authority);
     proxy.stop().await;
-}
-
-/// Checks a proxy error response: status, JSON body naming stable.
-fn assert_proxy_error(what: &str, got: (http::StatusCode, http::HeaderMap, Bytes), want: u16) {
-    let (status, headers, body) = got;
-    assert_eq!(status, want, "{what}: body {body:?}");
-    assert_eq!(headers["content-type"], "application/json", "{what}");
-    assert_eq!(headers["x-understudy-backend"], "stable", "{what}");
-    let json: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body:?}"));
-    assert_eq!(json["backend"], "stable", "{what}: {json}");
-    assert!(
-        json["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "{what}: {json}"
-    );
 }
 
 #[tokio::test]

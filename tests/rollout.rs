@@ -4,7 +4,6 @@
 //! the `x-understudy-backend` header, what the model servers received).
 //! Manual control over the admin API is in `rollout_manual.rs`.
 
-mod harness;
 mod support;
 
 use std::sync::Arc;
@@ -13,6 +12,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 use serde_json::Value;
+use support::harness;
 use support::{http_client, send, try_send};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -349,10 +349,10 @@ async fn failing_candidate_is_rolled_back_and_gets_no_more_traffic() {
     .await;
     // Put the candidate in front of clients first: canary at 50%.
     let weight = format!("{}/rollout/weight", proxy.admin);
-    let (code, body) = harness::post_json(&weight, r#"{"percent": 50}"#, None).await;
+    let (code, body) = support::post_json(&weight, r#"{"percent": 50}"#, None).await;
     assert_eq!(code, 200, "{body:#}");
     let resume = format!("{}/rollout/resume", proxy.admin);
-    let (code, body) = harness::post_json(&resume, "", None).await;
+    let (code, body) = support::post_json(&resume, "", None).await;
     assert_eq!(code, 200, "{body:#}");
     assert_eq!(
         (&body["phase"], &body["weight"]),
@@ -472,7 +472,7 @@ async fn sticky_users_stay_put_and_only_move_towards_the_candidate() {
     );
     let proxy = harness::start(&toys.stable.url(), Some(&toys.candidate.url()), &extra).await;
     let weight = format!("{}/rollout/weight", proxy.admin);
-    let (code, body) = harness::post_json(&weight, r#"{"percent": 50}"#, None).await;
+    let (code, body) = support::post_json(&weight, r#"{"percent": 50}"#, None).await;
     assert_eq!((code, &body["weight"]), (200, &50.0.into()), "{body:#}");
 
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
@@ -490,7 +490,7 @@ async fn sticky_users_stay_put_and_only_move_towards_the_candidate() {
         "{count_50} of 40 users on the candidate at 50%"
     );
 
-    let (code, body) = harness::post_json(&weight, r#"{"percent": 80}"#, None).await;
+    let (code, body) = support::post_json(&weight, r#"{"percent": 80}"#, None).await;
     assert_eq!((code, &body["weight"]), (200, &80.0.into()), "{body:#}");
     let mut count_80 = 0;
     let at_80 = per_user(&proxy.url, &users, 10).await;

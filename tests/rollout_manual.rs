@@ -3,13 +3,13 @@
 //! proxy without a `[rollout]` section. (Automatic judging is in
 //! `rollout.rs`.)
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
 use http::Method;
 use serde_json::Value;
+use support::harness;
 use support::{FakeUpstream, Reply, http_client, send};
 
 const PREDICTION: &str = r#"{"predictions":[1]}"#;
@@ -41,7 +41,7 @@ async fn post_with(
     token: Option<&str>,
 ) -> (u16, Value) {
     let url = format!("{}/rollout/{command}", proxy.admin);
-    harness::post_json(&url, body, token).await
+    support::post_json(&url, body, token).await
 }
 
 /// Asserts a command answered `code` and returns its body.

@@ -3,15 +3,14 @@
 //! budget bounds what mirrors hold, while every client keeps getting the
 //! stable answer.
 
-mod harness;
 mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use harness::metric;
 use http::Method;
+use support::harness::{self, metric};
 use support::memory::RssSampler;
 use support::{FakeUpstream, Reply, http_client, send};
 
@@ -164,7 +163,7 @@ async fn the_byte_budget_holds_against_a_slow_ten_megabyte_candidate() {
         tokio::spawn(async move {
             let mut most = 0.0f64;
             while !stop.load(Ordering::Relaxed) {
-                let text = harness::get_text(&format!("{admin}/metrics")).await;
+                let text = support::get_text(&format!("{admin}/metrics")).await;
                 most = most.max(count(&text, "understudy_shadow_buffered_bytes"));
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

@@ -3,13 +3,12 @@
 //! a trickled upload is cut off by the whole-body deadline, and a wait for
 //! a slot that runs out is the proxy's 503, never the backend's failure.
 
-mod harness;
 mod support;
 
 use std::time::Duration;
 
-use harness::metric;
 use http::Method;
+use support::harness::{self, metric};
 use support::{FakeUpstream, Reply, http_client, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

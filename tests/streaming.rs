@@ -1,7 +1,6 @@
 //! Streaming through the proxy: chunked and very large bodies, both ways,
 //! pass through as they arrive and arrive intact.
 
-mod harness;
 mod support;
 
 use std::convert::Infallible;
@@ -16,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use support::harness;
 use support::{FakeUpstream, Reply, http_client};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -5,7 +5,6 @@
 //! (`support::tls`), into a temp directory; HTTPS backends are in
 //! `tls_upstream.rs`.
 
-mod harness;
 mod support;
 
 use std::net::SocketAddr;
@@ -13,11 +12,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use harness::{Binary, TempDir};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::{CertificateDer, ServerName};
+use support::harness::{self, Binary, TempDir};
 use support::tls::{HttpsClient, Pki, client_config, https_client};
 use support::{FakeUpstream, Reply};
 use tokio::net::TcpStream;
@@ -80,17 +79,23 @@ async fn stable_upstream() -> FakeUpstream {
     FakeUpstream::start(Reply::json(200, STABLE_BODY)).await
 }
 
+/// An in-process proxy with a TLS listener (`listen_keys` added to its
+/// `[listen.tls]`) in front of `stable`.
+async fn tls_proxy(pki: &Pki, listen_keys: &str, stable: &FakeUpstream) -> harness::Proxy {
+    harness::start_text(&config(
+        &listen_tls(pki, listen_keys),
+        &backend("stable", &stable.url(), ""),
+        "",
+    ))
+    .await
+}
+
 #[tokio::test]
 async fn https_client_negotiates_h2_and_is_served_from_a_plain_stable() {
     let dir = TempDir::new("tls-h2");
     let pki = Pki::generate(&dir.0);
     let stable = stable_upstream().await;
-    let proxy = harness::start_text(&config(
-        &listen_tls(&pki, ""),
-        &backend("stable", &stable.url(), ""),
-        "",
-    ))
-    .await;
+    let proxy = tls_proxy(&pki, "", &stable).await;
     // Offer both: the listener must prefer h2.
     let client = https_client(&client_config(&pki.ca, None, &[b"h2", b"http/1.1"]));
     let url = https_url(&proxy, "/v1/models/m:predict");
@@ -113,12 +118,7 @@ async fn https_client_speaking_http1_is_served_and_marked_https() {
     let dir = TempDir::new("tls-h1");
     let pki = Pki::generate(&dir.0);
     let stable = stable_upstream().await;
-    let proxy = harness::start_text(&config(
-        &listen_tls(&pki, ""),
-        &backend("stable", &stable.url(), ""),
-        "",
-    ))
-    .await;
+    let proxy = tls_proxy(&pki, "", &stable).await;
     let client = https_client(&client_config(&pki.ca, None, &[b"http/1.1"]));
     let url = https_url(&proxy, "/predict");
     for i in 0..3 {
@@ -141,12 +141,7 @@ async fn mtls_listener_serves_clients_with_a_certificate_and_refuses_others() {
     let pki = Pki::generate(&dir.0);
     let stable = stable_upstream().await;
     let client_ca = format!("client_ca = {}\n", toml_path(&pki.ca_pem));
-    let proxy = harness::start_text(&config(
-        &listen_tls(&pki, &client_ca),
-        &backend("stable", &stable.url(), ""),
-        "",
-    ))
-    .await;
+    let proxy = tls_proxy(&pki, &client_ca, &stable).await;
     let url = https_url(&proxy, "/predict");
 
     for alpn in [&b"h2"[..], b"http/1.1"] {
@@ -181,16 +176,7 @@ async fn mtls_listener_serves_clients_with_a_certificate_and_refuses_others() {
 
 /// Runs `understudy check -c path`; returns (success, stdout + stderr).
 async fn check(path: &Path) -> (bool, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .arg("check")
-        .arg("-c")
-        .arg(path)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("check did not exit within 30s")
-        .unwrap();
+    let output = harness::run_cli(&["check", "-c", path.to_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)

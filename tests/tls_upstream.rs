@@ -4,15 +4,15 @@
 //! candidate via ALPN (`http2 = true`). Certificates are made at test time
 //! (`support::tls`); TLS in front of the proxy is in `tls.rs`.
 
-mod harness;
 mod support;
 
 use std::path::Path;
 use std::time::Duration;
 
-use harness::{Binary, TempDir};
 use http::{Method, Version};
 use serde_json::Value;
+use support::harness::series::failures;
+use support::harness::{self, Binary, TempDir};
 use support::tls::{Pki, TlsUpstream, server_config};
 use support::{FakeUpstream, Reply, http_client, send};
 
@@ -36,12 +36,6 @@ fn config(backends: &str) -> String {
 /// A `[backends.NAME]` section with `url` and extra `keys`.
 fn backend(name: &str, url: &str, keys: &str) -> String {
     format!("[backends.{name}]\nurl = \"{url}\"\ntimeout = \"5s\"\n{keys}\n")
-}
-
-fn failures(backend: &str, role: &str, kind: &str) -> String {
-    format!(
-        r#"understudy_upstream_failures_total{{backend="{backend}",role="{role}",kind="{kind}"}}"#
-    )
 }
 
 #[tokio::test]
@@ -132,7 +126,7 @@ async fn https_stable_signed_by_an_unknown_ca_gets_502_and_the_log_says_why() {
     assert!(json["error"].is_string(), "{json}");
     assert!(up.received().is_empty());
 
-    let metrics = harness::get_text(&format!("{}/metrics", binary.admin)).await;
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     assert_eq!(
         harness::metric(&metrics, &failures("stable", "serve", "connect")),
         Some(1.0),
@@ -271,16 +265,7 @@ async fn check_names_an_unreadable_backend_ca_and_client_key() {
         config(&backend("stable", "https://localhost:8443", &keys)),
     )
     .unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .arg("check")
-        .arg("-c")
-        .arg(&path)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("check did not exit within 30s")
-        .unwrap();
+    let output = harness::run_cli(&["check", "-c", path.to_str().unwrap()]).await;
     let text = String::from_utf8_lossy(&output.stderr).into_owned()
         + &String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success(), "check must fail: {text}");

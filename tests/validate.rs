@@ -2,20 +2,18 @@
 //! runs it: the real binary, on recordings made by the in-process proxy,
 //! against the built-in toy iris models (or fake upstreams) on 127.0.0.1.
 
-mod harness;
 mod support;
-
-mod validate_support;
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{FakeUpstream, Reply};
-use understudy::toy::iris;
-use validate_support::{
+use support::harness;
+use support::harness::validate::{
     INFER, REQUESTS, Toys, config, read_json, record_traffic, rows, s, validate,
 };
+use support::{FakeUpstream, Reply};
+use understudy::toy::iris;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recording_keeps_allow_listed_headers_bodies_and_responses() {
@@ -360,36 +358,16 @@ async fn usage_config_and_file_errors_exit_2() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("missing.jsonl"), "{}", run.stderr);
 
-    let run = validate(&[
-        "-c",
-        s(&good),
-        "--requests",
-        s(&traffic),
-        "--report",
-        "r.txt",
-    ])
-    .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let run = validate(&[
-        "-c",
-        s(&good),
-        "--requests",
-        s(&traffic),
-        "--stable",
-        "ftp://x",
-    ])
-    .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let run = validate(&[
-        "-c",
-        s(&good),
-        "--requests",
-        s(&traffic),
-        "--path",
-        "no-slash",
-    ])
-    .await;
-    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    for bad_flag in [
+        ["--report", "r.txt"],
+        ["--stable", "ftp://x"],
+        ["--path", "no-slash"],
+    ] {
+        let mut args = vec!["-c", s(&good), "--requests", s(&traffic)];
+        args.extend(bad_flag);
+        let run = validate(&args).await;
+        assert_eq!(run.code, Some(2), "{bad_flag:?}: {}", run.stderr);
+    }
 
     let only_stable = dir.path("stable-only.toml");
     std::fs::write(

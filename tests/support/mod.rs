@@ -1,16 +1,27 @@
-//! Shared support for integration tests: the world outside the proxy.
+//! Shared support for integration tests.
 //!
+//! The world outside the proxy:
 //! * [`FakeUpstream`] / [`Reply`]: a controllable upstream on `127.0.0.1`
 //!   (HTTP/1.1 and h2c) that records requests and fails on demand.
-//! * [`http_client`], [`h2c_client`], [`send`], [`try_send`]: a plain hyper
-//!   client for talking to the proxy or an upstream.
+//! * [`http_client`], [`send`], [`get_json`] and the rest of `client.rs`:
+//!   the one HTTP client of the tests, for the proxy (data plane or admin
+//!   API) or an upstream.
 //! * [`refused_addr`]: an address where nothing listens.
 //! * [`raw_exchange`], [`RawUpstream`]: raw-socket client and upstream for
 //!   bytes no HTTP library would send.
+//! * [`tls`], [`memory`], [`promtool`], [`full_fs`]: certificates and TLS
+//!   peers, memory sampling, metrics linting, a disk that fills up.
+//!
+//! And the proxy itself: [`harness`] starts understudy (in-process or as the
+//! real binary) and runs the crate's toy models; it is the only code here
+//! that may use `understudy::`, so a fake server can never share a bug with
+//! the proxy it tests (`tests/layout.rs` checks this). `fleet/` (etcd and
+//! three replicas) serves `tests/fleet.rs` alone, which includes it with
+//! `#[path]`, so the other suites do not compile it.
 //!
 //! Each integration test compiles this module separately and uses only part
 //! of it, hence `dead_code` is allowed. It must never bind anything but
-//! `127.0.0.1` and never depend on the proxy's own code.
+//! `127.0.0.1`.
 //!
 //! ```ignore
 //! mod support;
@@ -28,9 +39,11 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+mod client;
 /// The same full-disk helper the library's unit tests use.
 #[path = "../../src/full_fs.rs"]
 pub mod full_fs;
+pub mod harness;
 pub mod memory;
 pub mod promtool;
 mod raw;
@@ -41,71 +54,13 @@ pub mod tls;
 mod upstream;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-
+pub use client::{
+    TestClient, get_json, get_text, h2c_client, http_client, post_json, send, try_send, wait_json,
+};
 pub use raw_peer::{RawUpstream, header_of, raw_exchange, status_of};
 pub use reply::{BoxError, Gate, Reply};
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Received};
-
-/// The client type returned by [`http_client`] and [`h2c_client`].
-pub type TestClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Pooled HTTP/1.1 client (keep-alive), like most callers of the proxy.
-pub fn http_client() -> TestClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build_http()
-}
-
-/// HTTP/2 prior-knowledge (h2c) client.
-pub fn h2c_client() -> TestClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
-/// Send a request and read the whole response. Panics on any transport
-/// error; use [`try_send`] when the error is the point of the test.
-pub async fn send(
-    client: &TestClient,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> (StatusCode, HeaderMap, Bytes) {
-    match try_send(client, method.clone(), url, headers, body).await {
-        Ok(response) => response,
-        Err(error) => panic!("{method} {url} failed: {error}"),
-    }
-}
-
-/// Send a request and read the whole response; transport errors (refused,
-/// reset, truncated body, unparsable response) come back as `Err`.
-pub async fn try_send(
-    client: &TestClient,
-    method: Method,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: impl Into<Bytes>,
-) -> Result<(StatusCode, HeaderMap, Bytes), BoxError> {
-    let mut request = Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let response = client
-        .request(request.body(Full::new(body.into()))?)
-        .await?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok((parts.status, parts.headers, body))
-}
 
 /// An address on `127.0.0.1` where nothing listens, so connecting is refused
 /// (the port was free a moment ago; another process could grab it, but that

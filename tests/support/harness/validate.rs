@@ -1,10 +1,9 @@
-//! Helpers for `tests/validate.rs`: toy backends, recording traffic through
-//! the in-process proxy, validate configs and running the real binary.
+//! Helpers for `tests/validate.rs`: the crate's toy iris models as
+//! backends, recording traffic through the in-process proxy, validate
+//! configs and running the real binary.
 //! Only `127.0.0.1`; nothing here outlives a test.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use rand::SeedableRng;
@@ -13,7 +12,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use understudy::toy::{self, ToyModel, ToyModelConfig, iris};
 
-use crate::{harness, support};
+use crate::support::{self, harness};
 
 pub const INFER: &str = "/v2/models/iris/infer";
 /// 500: the fewest pairs the latency criterion judges (at p90).
@@ -130,16 +129,7 @@ pub struct Run {
 }
 
 pub async fn validate(args: &[&str]) -> Run {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .arg("validate")
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("validate did not finish within 60s")
-        .unwrap();
+    let out = harness::run_cli(&[&["validate"], args].concat()).await;
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

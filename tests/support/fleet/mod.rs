@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::harness::TempDir;
+use crate::support::harness::TempDir;
 use crate::support::{http_client, try_send};
 
 /// How long a fresh (or restarted) cluster may take to become healthy.

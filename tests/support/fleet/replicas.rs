@@ -18,7 +18,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::{EtcdCluster, truncate, try_get_json, try_get_text, try_request};
-use crate::harness::{self, Binary, TempDir};
+use crate::support::harness::{self, Binary, TempDir};
 use crate::support::{FakeUpstream, Reply};
 
 /// Timeout of one `/status`, `/metrics` or admin call.

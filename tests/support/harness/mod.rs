@@ -1,22 +1,27 @@
 //! Starts understudy for integration tests: in-process through the library
 //! entry point ([`start`]), or as the real binary ([`Binary`]), always on
-//! `127.0.0.1:0`. Also small helpers to read its admin API.
-#![allow(dead_code)]
+//! `127.0.0.1:0`. Also small helpers to read its admin API and the names of
+//! its metric series ([`series`]), and in [`validate`] the `validate`
+//! suite's toy models and recordings.
+//!
+//! The only support code that may use `understudy::` (see `super`).
+
+pub mod series;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use understudy::config::Config;
 use understudy::server::{self, Running, StartOptions};
+
+use crate::support::{get_json, get_text, wait_json};
 
 /// Config text with both listeners on ephemeral loopback ports, the given
 /// backends, and `extra` TOML sections (e.g. `[shadow]\npercent = 50`).
@@ -77,59 +82,6 @@ impl Proxy {
     }
 }
 
-/// Polls `url` until its JSON satisfies `done`; panics after `timeout`.
-pub async fn wait_json(url: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let value = get_json(url).await;
-        if done(&value) {
-            return value;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("condition not reached within {timeout:?}; last {url}:\n{value:#}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Sends a request and returns status and body; panics on transport errors.
-pub async fn request(method: Method, url: &str, body: &str, token: Option<&str>) -> (u16, Bytes) {
-    let mut builder = Request::builder().method(method).uri(url);
-    if let Some(token) = token {
-        builder = builder.header("authorization", format!("Bearer {token}"));
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    let response = client()
-        .request(request)
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, body)
-}
-
-pub async fn get_text(url: &str) -> String {
-    let (_, body) = request(Method::GET, url, "", None).await;
-    String::from_utf8_lossy(&body).into_owned()
-}
-
-pub async fn get_json(url: &str) -> Value {
-    let (status, body) = request(Method::GET, url, "", None).await;
-    serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{url} answered {status} with non-JSON ({e}): {body:?}"))
-}
-
-pub async fn post_json(url: &str, body: &str, token: Option<&str>) -> (u16, Value) {
-    let (status, body) = request(Method::POST, url, body, token).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 /// Reads one Prometheus sample, e.g.
 /// `metric(&text, r#"understudy_shadow_total{result="sent"}"#)`.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
@@ -160,6 +112,42 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// How long a one-shot CLI run ([`run_cli`]) may take: generous, since
+/// `validate` replays hundreds of requests on a busy test machine.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs the real binary with `args` (stdin closed) to its exit; panics
+/// after [`CLI_TIMEOUT`].
+pub async fn run_cli(args: &[&str]) -> std::process::Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(CLI_TIMEOUT, child)
+        .await
+        .unwrap_or_else(|_| panic!("understudy {args:?} did not exit within {CLI_TIMEOUT:?}"))
+        .unwrap()
+}
+
+/// Checks one of the proxy's own error answers (for a failure of stable):
+/// the status `want`, a request id, and a JSON body naming stable and the
+/// error.
+pub fn assert_proxy_error(what: &str, got: (StatusCode, HeaderMap, Bytes), want: u16) {
+    let (status, headers, body) = got;
+    assert_eq!(status, want, "{what}: body {body:?}");
+    assert_eq!(headers["content-type"], "application/json", "{what}");
+    assert_eq!(headers["x-understudy-backend"], "stable", "{what}");
+    assert!(headers.contains_key("x-request-id"), "{what}");
+    let json: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{what}: body is not JSON ({e}): {body:?}"));
+    assert_eq!(json["backend"], "stable", "{what}: {json}");
+    assert!(
+        json["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{what}: {json}"
+    );
 }
 
 /// The real `understudy` binary, started with `run -c CONFIG --log-format
