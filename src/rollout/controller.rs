@@ -90,9 +90,6 @@ struct Shared {
     identity: String,
     webhook: Option<Webhook>,
     clock: Clock,
-    /// Set in fleet mode: commands then go through etcd.
-    #[cfg(feature = "fleet")]
-    fleet: std::sync::OnceLock<crate::fleet::FleetHandle>,
 }
 
 /// Control and inspection of the rollout; cheap to clone.
@@ -186,8 +183,6 @@ pub fn start(
         identity,
         webhook: rollout.webhook.clone().map(Webhook::spawn),
         clock,
-        #[cfg(feature = "fleet")]
-        fleet: std::sync::OnceLock::new(),
     });
     shared.apply_routing(&shared.lock().state().clone());
     Ok((
