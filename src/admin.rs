@@ -206,15 +206,7 @@ async fn status(state: &AdminState) -> Option<Value> {
         "step_window": WindowReport::from_window(&snapshot.step),
     });
     let rollout = match &state.rollout {
-        Some(rollout) => {
-            #[allow(unused_mut)]
-            let mut status = rollout.status_json();
-            #[cfg(feature = "fleet")]
-            if let Some(fleet) = &state.fleet {
-                status["fleet"] = fleet.status_json();
-            }
-            status
-        }
+        Some(rollout) => rollout.status_json(),
         None => json!({
             "phase": "shadow",
             "weight": 0.0,
@@ -225,6 +217,10 @@ async fn status(state: &AdminState) -> Option<Value> {
     };
     if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), rollout) {
         object.extend(extra);
+    }
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = &state.fleet {
+        value["fleet"] = fleet.status_json();
     }
     Some(value)
 }

@@ -192,3 +192,6 @@ impl Replica {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

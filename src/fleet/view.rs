@@ -184,3 +184,6 @@ pub fn leader_of(entry: &Entry) -> (String, i64) {
         entry.create_revision,
     )
 }
+
+#[cfg(test)]
+mod tests;

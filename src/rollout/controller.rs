@@ -35,6 +35,8 @@ use crate::telemetry::Metrics;
 
 mod handle;
 #[cfg(test)]
+mod task_tests;
+#[cfg(test)]
 mod tests;
 
 /// How often the judge looks at the window.
