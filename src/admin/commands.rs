@@ -116,7 +116,10 @@ mod tests {
         let not_json = parse("weight", b"ten").unwrap_err();
         assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
         let message = not_json.to_string();
-        assert!(message.starts_with("expected JSON like {\"percent\": 10}: "), "{message}");
+        assert!(
+            message.starts_with("expected JSON like {\"percent\": 10}: "),
+            "{message}"
+        );
         let no_percent = parse("weight", br#"{"pct": 10}"#).unwrap_err();
         assert_eq!(no_percent.status(), StatusCode::BAD_REQUEST);
         assert_eq!(
