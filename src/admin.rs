@@ -3,7 +3,9 @@
 //! It runs on its own port, apart from the data plane, so scraping or
 //! operating the proxy never competes with client traffic for a connection
 //! slot. POSTs need the bearer token when one is configured; the token is
-//! compared in constant time.
+//! compared in constant time. Rollout commands are parsed, routed (to the
+//! fleet in fleet mode, else to the local controller) and mapped to HTTP
+//! statuses in [`commands`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+mod commands;
+
 use crate::proxy::Proxy;
 use crate::stats::StatsHandle;
 use crate::status::WindowReport;
@@ -28,6 +32,14 @@ use crate::telemetry::Metrics;
 
 /// Admin request bodies are tiny JSON commands.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// The way into the fleet, in fleet mode.
+#[cfg(feature = "fleet")]
+pub type FleetHandle = crate::fleet::FleetHandle;
+/// A build without the `fleet` feature has no fleet mode: no value of
+/// this type exists.
+#[cfg(not(feature = "fleet"))]
+pub type FleetHandle = std::convert::Infallible;
 
 /// What the admin API reads from and acts on.
 pub struct AdminState {
@@ -38,6 +50,9 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     pub token: Option<String>,
     pub rollout: Option<crate::rollout::RolloutHandle>,
+    /// Fleet mode: the rollout is the fleet's; commands go through etcd to
+    /// every replica, and `/status` shows the fleet.
+    pub fleet: Option<FleetHandle>,
     pub stable_url: String,
     pub candidate_url: Option<String>,
 }
@@ -203,19 +218,17 @@ async fn status(state: &AdminState) -> Option<Value> {
     if let (Some(object), Value::Object(extra)) = (value.as_object_mut(), rollout) {
         object.extend(extra);
     }
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = &state.fleet {
+        value["fleet"] = fleet.status_json();
+    }
     Some(value)
 }
 
 async fn rollout_command(state: &AdminState, command: &str, body: &[u8]) -> AdminResponse {
-    let Some(rollout) = &state.rollout else {
-        return error(
-            StatusCode::CONFLICT,
-            "no rollout is configured: add a [rollout] section to the config",
-        );
-    };
-    match rollout.command_from_http(command, body).await {
+    match commands::run(state, command, body).await {
         Ok(value) => json_response(StatusCode::OK, &value),
-        Err((status, message)) => error(status, &message),
+        Err(e) => error(e.status(), &e.to_string()),
     }
 }
 

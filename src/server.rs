@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::AccessLog;
-use crate::admin::{AdminListener, AdminState};
+use crate::admin::{AdminListener, AdminState, FleetHandle};
 use crate::config::Config;
 use crate::listener::{self, DataListener, Limits, ListenerTls};
 use crate::proxy::{Proxy, Settings};
@@ -75,6 +75,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let background_shutdown = CancellationToken::new();
     let mut background_tasks = vec![tokio::spawn(stats_task.run(background_shutdown.clone()))];
 
+    let mut fleet = None;
     let rollout = match &config.rollout {
         Some(_) => {
             let (handle, task) = rollout::start(
@@ -86,9 +87,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             )?;
             // In fleet mode the leader judges the fleet's merged window; the
             // local controller would judge a fraction of it.
-            let fleet = spawn_fleet(&config, &handle, &stats, &metrics, &background_shutdown);
-            background_tasks.push(match fleet {
-                Some(fleet) => fleet,
+            let fleet_task = spawn_fleet(&config, &handle, &stats, &metrics, &background_shutdown);
+            background_tasks.push(match fleet_task {
+                Some((fleet_handle, fleet_task)) => {
+                    fleet = Some(fleet_handle);
+                    fleet_task
+                }
                 None => tokio::spawn(task.run(background_shutdown.clone())),
             });
             Some(handle)
@@ -127,6 +131,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         ready: ready.clone(),
         token: config.admin.token.clone(),
         rollout: rollout.clone(),
+        fleet,
         stable_url: config.stable.url.to_string(),
         candidate_url: config.candidate.as_ref().map(|c| c.url.to_string()),
     });
@@ -195,6 +200,8 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     })
 }
 
+/// Fleet mode: starts the fleet's task, which decides the rollout's state
+/// from then on; admin commands go through the returned handle.
 #[cfg(feature = "fleet")]
 fn spawn_fleet(
     config: &Config,
@@ -202,10 +209,10 @@ fn spawn_fleet(
     stats: &StatsHandle,
     metrics: &Metrics,
     shutdown: &CancellationToken,
-) -> Option<JoinHandle<()>> {
+) -> Option<(FleetHandle, JoinHandle<()>)> {
     let fleet = config.fleet.as_ref()?;
-    let task = crate::fleet::start(fleet, rollout, stats.clone(), metrics);
-    Some(tokio::spawn(task.run(shutdown.clone())))
+    let (handle, task) = crate::fleet::start(fleet, rollout, stats.clone(), metrics);
+    Some((handle, tokio::spawn(task.run(shutdown.clone()))))
 }
 
 /// Without the feature a `[fleet]` config is rejected by validation.
@@ -216,7 +223,7 @@ fn spawn_fleet(
     _: &StatsHandle,
     _: &Metrics,
     _: &CancellationToken,
-) -> Option<JoinHandle<()>> {
+) -> Option<(FleetHandle, JoinHandle<()>)> {
     None
 }
 

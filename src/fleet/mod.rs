@@ -8,37 +8,67 @@
 //! lives in etcd and every replica applies it from a watch; operator
 //! commands on any replica are compare-and-swap writes of that state. The
 //! local state file is kept as a cache for a restart while etcd is away.
+//!
+//! Files by concern: `session` (the etcd session, lease and watch),
+//! `view` (what this replica knows of the fleet), `leader` (campaign,
+//! judgement and fencing), `commands` (operator commands as
+//! compare-and-swap writes), `replica` (what ties the view to the local
+//! rollout), `store` (the etcd calls), `document` and `report` (what is
+//! stored). The admin API reaches the fleet through [`FleetHandle`].
 
+mod commands;
 mod document;
+mod leader;
+mod replica;
 mod report;
+mod session;
 mod store;
-mod task;
+mod view;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::StatusCode;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 pub use document::{Evidence, FleetState, Keys};
 pub use report::{Merged, Report, WireWindow, merge};
-pub use task::FleetTask;
+pub use session::FleetTask;
 
 use crate::config::Fleet;
 use crate::rollout::RolloutHandle;
-use crate::rollout::machine::Command;
+use crate::rollout::machine::{self, Command};
 use crate::stats::StatsHandle;
 use crate::telemetry::Metrics;
 
 /// An operator command waits at most this long for etcd.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub(crate) type CommandResult = Result<Value, (StatusCode, String)>;
+/// Why the fleet did not take an operator command.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetCommandError {
+    /// The rollout's phase does not allow it.
+    #[error(transparent)]
+    Refused(#[from] machine::CommandError),
+    /// Other writers kept changing the fleet's state under it.
+    #[error("the fleet's rollout state kept changing; try the command again")]
+    Contended,
+    /// No leader has written the fleet's first state yet.
+    #[error("the fleet has no rollout state yet (no leader has started it); try again in a moment")]
+    NoState,
+    /// This replica has no etcd session.
+    #[error(
+        "etcd is unreachable: the fleet's rollout cannot change now (serving on the last known weight)"
+    )]
+    Unreachable,
+    /// The fleet task did not answer within [`COMMAND_TIMEOUT`].
+    #[error("fleet mode: etcd did not take the command in time; the rollout is unchanged")]
+    TimedOut,
+}
 
 pub(crate) struct CommandRequest {
     command: Command,
-    reply: oneshot::Sender<CommandResult>,
+    reply: oneshot::Sender<Result<Value, FleetCommandError>>,
 }
 
 /// What `/status` shows of the fleet, refreshed by the task.
@@ -61,22 +91,16 @@ pub struct FleetHandle {
 
 impl FleetHandle {
     /// Runs an operator command through etcd, so it reaches every replica.
-    pub async fn command(&self, command: Command) -> CommandResult {
+    /// The answer is the rollout's status once the command applies here.
+    pub async fn command(&self, command: Command) -> Result<Value, FleetCommandError> {
         let (reply, answer) = oneshot::channel();
-        let unavailable = || {
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "fleet mode: etcd did not take the command in time; the rollout is unchanged"
-                    .to_owned(),
-            )
-        };
         self.commands
             .send(CommandRequest { command, reply })
             .await
-            .map_err(|_| unavailable())?;
+            .map_err(|_| FleetCommandError::TimedOut)?;
         match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
             Ok(Ok(result)) => result,
-            _ => Err(unavailable()),
+            _ => Err(FleetCommandError::TimedOut),
         }
     }
 
@@ -86,28 +110,31 @@ impl FleetHandle {
     }
 }
 
-/// Puts the rollout under the fleet's control: commands go through etcd
-/// from now on. The returned task must run for the fleet to work.
+/// Puts `rollout` under the fleet's control. Operator commands must go
+/// through the returned handle from now on, and the returned task must run
+/// for the fleet to work: it decides the rollout's state instead of the
+/// local controller's task.
 pub fn start(
     config: &Fleet,
     rollout: &RolloutHandle,
     stats: StatsHandle,
     metrics: &Metrics,
-) -> FleetTask {
+) -> (FleetHandle, FleetTask) {
     let (commands, requests) = mpsc::channel(16);
     let shared = Arc::new(FleetShared {
         status: Mutex::new(Value::Null),
     });
-    rollout.attach_fleet(FleetHandle {
+    let handle = FleetHandle {
         shared: shared.clone(),
         commands,
-    });
-    FleetTask::new(
+    };
+    let task = FleetTask::new(
         config.clone(),
         rollout.clone(),
         stats,
         metrics.fleet_gauges(),
         shared,
         requests,
-    )
+    );
+    (handle, task)
 }

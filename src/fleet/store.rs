@@ -1,4 +1,5 @@
-//! The etcd calls fleet mode makes, each bounded by its own timeout.
+//! The etcd calls fleet mode makes, each bounded by its own timeout, and
+//! the [`Store`] seam through which leadership and operator commands write.
 //!
 //! The client retries nothing and a global client timeout would also cut
 //! the watch and keep-alive streams, so every unary
@@ -74,62 +75,126 @@ pub async fn connect(fleet: &Fleet, endpoint: &str) -> Result<Client, StoreError
     call("connect", Client::connect([endpoint], Some(options))).await
 }
 
+/// One key as etcd holds it: what the fleet reads from a full read, a
+/// watch event or a refused write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The revision that created the key: a leader key's is its term.
+    pub create_revision: i64,
+    /// The revision of the key's last write.
+    pub mod_revision: i64,
+}
+
+impl From<&KeyValue> for Entry {
+    fn from(kv: &KeyValue) -> Self {
+        Self {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+        }
+    }
+}
+
+/// What a guarded write requires of a key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Condition {
+    /// The key's create revision is this (0: the key is absent).
+    CreatedAt(String, i64),
+    /// The key's last modification is this (0: never written).
+    ModifiedAt(String, i64),
+}
+
+impl From<Condition> for Compare {
+    fn from(condition: Condition) -> Self {
+        match condition {
+            Condition::CreatedAt(key, revision) => {
+                Compare::create_revision(key, CompareOp::Equal, revision)
+            }
+            Condition::ModifiedAt(key, revision) => {
+                Compare::mod_revision(key, CompareOp::Equal, revision)
+            }
+        }
+    }
+}
+
+/// Holds while `key`'s create revision is `revision` (0: the key is absent).
+pub fn created_at(key: &str, revision: i64) -> Condition {
+    Condition::CreatedAt(key.to_owned(), revision)
+}
+
+/// Holds while `key`'s last modification is `revision` (0: never written).
+pub fn modified_at(key: &str, revision: i64) -> Condition {
+    Condition::ModifiedAt(key.to_owned(), revision)
+}
+
 /// Result of a write that is only valid under a condition.
+#[derive(Debug)]
 pub enum Guarded {
     /// The condition held and the write happened at this revision.
     Written(i64),
     /// The condition failed; the key's current value, if any, for a
     /// second look (who leads now, what the state is now).
-    Refused(Option<KeyValue>),
+    Refused(Option<Entry>),
 }
 
-/// Puts `key = value` if every compare holds; otherwise reads `reread`.
-pub async fn put_if(
-    client: &mut Client,
-    what: &'static str,
-    when: Vec<Compare>,
-    key: &str,
-    value: Vec<u8>,
-    lease: Option<i64>,
-    reread: &str,
-) -> Result<Guarded, StoreError> {
-    let options = lease.map(|id| PutOptions::new().with_lease(id));
-    let txn = Txn::new()
-        .when(when)
-        .and_then([TxnOp::put(key, value, options)])
-        .or_else([TxnOp::get(reread, None)]);
-    let response = call(what, client.txn(txn)).await?;
-    let revision = response.header().map(|h| h.revision()).unwrap_or_default();
-    if response.succeeded() {
-        return Ok(Guarded::Written(revision));
+/// The one write that leadership and operator commands make: a put that
+/// happens only if every condition holds. etcd does it as one Txn; the
+/// unit tests use an in-memory stand-in.
+pub trait Store {
+    /// Puts `key = value` (attached to `lease`, if any) if every condition
+    /// in `when` holds; otherwise reads `reread`.
+    async fn put_if(
+        &mut self,
+        what: &'static str,
+        when: Vec<Condition>,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<i64>,
+        reread: &str,
+    ) -> Result<Guarded, StoreError>;
+}
+
+impl Store for Client {
+    async fn put_if(
+        &mut self,
+        what: &'static str,
+        when: Vec<Condition>,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<i64>,
+        reread: &str,
+    ) -> Result<Guarded, StoreError> {
+        let options = lease.map(|id| PutOptions::new().with_lease(id));
+        let txn = Txn::new()
+            .when(when.into_iter().map(Compare::from).collect::<Vec<_>>())
+            .and_then([TxnOp::put(key, value, options)])
+            .or_else([TxnOp::get(reread, None)]);
+        let response = call(what, self.txn(txn)).await?;
+        let revision = response.header().map(|h| h.revision()).unwrap_or_default();
+        if response.succeeded() {
+            return Ok(Guarded::Written(revision));
+        }
+        let current = response.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(get) => get.kvs().first().map(Entry::from),
+            _ => None,
+        });
+        Ok(Guarded::Refused(current))
     }
-    let current = response.op_responses().into_iter().find_map(|r| match r {
-        TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
-        _ => None,
-    });
-    Ok(Guarded::Refused(current))
-}
-
-/// Holds while `key`'s create revision is `revision` (0: the key is absent).
-pub fn created_at(key: &str, revision: i64) -> Compare {
-    Compare::create_revision(key, CompareOp::Equal, revision)
-}
-
-/// Holds while `key`'s last modification is `revision` (0: never written).
-pub fn modified_at(key: &str, revision: i64) -> Compare {
-    Compare::mod_revision(key, CompareOp::Equal, revision)
 }
 
 /// Everything under `prefix`, and the revision it was read at.
 pub async fn get_prefix(
     client: &mut Client,
     prefix: &str,
-) -> Result<(Vec<KeyValue>, i64), StoreError> {
-    let mut response = call(
+) -> Result<(Vec<Entry>, i64), StoreError> {
+    let response = call(
         "a read of the fleet keys",
         client.get(prefix, Some(GetOptions::new().with_prefix())),
     )
     .await?;
     let revision = response.header().map(|h| h.revision()).unwrap_or_default();
-    Ok((response.take_kvs(), revision))
+    Ok((response.kvs().iter().map(Entry::from).collect(), revision))
 }

@@ -35,6 +35,8 @@ use crate::telemetry::Metrics;
 
 mod handle;
 #[cfg(test)]
+mod task_tests;
+#[cfg(test)]
 mod tests;
 
 /// How often the judge looks at the window.
@@ -90,9 +92,6 @@ struct Shared {
     identity: String,
     webhook: Option<Webhook>,
     clock: Clock,
-    /// Set in fleet mode: commands then go through etcd.
-    #[cfg(feature = "fleet")]
-    fleet: std::sync::OnceLock<crate::fleet::FleetHandle>,
 }
 
 /// Control and inspection of the rollout; cheap to clone.
@@ -186,8 +185,6 @@ pub fn start(
         identity,
         webhook: rollout.webhook.clone().map(Webhook::spawn),
         clock,
-        #[cfg(feature = "fleet")]
-        fleet: std::sync::OnceLock::new(),
     });
     shared.apply_routing(&shared.lock().state().clone());
     Ok((

@@ -1,25 +1,25 @@
-//! [`RolloutHandle`]: what the admin API, the fleet and the server do with
-//! a running rollout — operator commands, status, settings, and states
-//! decided elsewhere. Every change goes through the controller's `apply`,
-//! so it is persisted and announced like the judge's own; this file never
-//! writes the state file or logs a decision itself.
+//! [`RolloutHandle`]: what the admin API and the server do with a running
+//! rollout — operator commands, status, settings — and the way in for
+//! states decided elsewhere (`adopt`, `commit`). Every change goes through
+//! the controller's `apply`, so it is persisted and announced like the
+//! judge's own; this file never writes the state file or logs a decision
+//! itself.
 
-use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{RolloutHandle, settings_from};
 use crate::config;
 use crate::rollout::durable::Durability;
-use crate::rollout::machine::{Change, Command, Phase, RolloutMachine, RolloutState};
+use crate::rollout::machine::{Change, Command, CommandError, Phase, RolloutMachine, RolloutState};
 
 impl RolloutHandle {
     /// Applies an operator command. The answer says whether the change is
     /// on disk yet (`durable`); when it is not, it took effect in memory and
     /// `warning` says what a restart would do.
-    pub fn command(&self, command: Command) -> Result<Value, String> {
+    pub fn command(&self, command: Command) -> Result<Value, CommandError> {
         let now = self.shared.clock.now_ms();
         let mut machine = self.shared.lock();
-        let change = machine.command(now, command).map_err(|e| e.to_string())?;
+        let change = machine.command(now, command)?;
         let durability = self.shared.apply(&machine, &change);
         let mut status = status_of(&machine);
         status["durable"] = json!(durability == Durability::Durable);
@@ -31,48 +31,6 @@ impl RolloutHandle {
         }
         status["state_file"] = self.shared.writer.status_json();
         Ok(status)
-    }
-
-    /// `POST /rollout/{command}` with its JSON body.
-    pub async fn command_from_http(
-        &self,
-        command: &str,
-        body: &[u8],
-    ) -> Result<Value, (StatusCode, String)> {
-        let command = match command {
-            "pause" => Command::Pause,
-            "resume" => Command::Resume,
-            "promote" => Command::Promote,
-            "rollback" => Command::Rollback,
-            "weight" => {
-                let value: Value = serde_json::from_slice(body).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("expected JSON like {{\"percent\": 10}}: {e}"),
-                    )
-                })?;
-                let percent = value["percent"].as_f64().ok_or_else(|| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        "expected JSON like {\"percent\": 10}".to_owned(),
-                    )
-                })?;
-                Command::SetWeight(percent)
-            }
-            other => {
-                return Err((
-                    StatusCode::NOT_FOUND,
-                    format!(
-                        "unknown rollout command {other:?}: use pause, resume, promote, rollback or weight"
-                    ),
-                ));
-            }
-        };
-        #[cfg(feature = "fleet")]
-        if let Some(fleet) = self.shared.fleet.get() {
-            return fleet.command(command).await;
-        }
-        self.command(command).map_err(|m| (StatusCode::CONFLICT, m))
     }
 
     /// Unix milliseconds on the rollout's clock.
@@ -90,9 +48,9 @@ impl RolloutHandle {
         &self.shared.identity
     }
 
-    /// Takes a state decided elsewhere (by the fleet): applies its weight,
-    /// starts a new step window when asked, and keeps it in the state file
-    /// as a cache for a restart while etcd is unreachable.
+    /// Takes a state decided elsewhere: applies its weight, starts a new
+    /// step window when asked, and keeps it in the state file (as a cache
+    /// for a restart while the place it was decided is unreachable).
     pub fn adopt(&self, state: RolloutState, new_window: bool) {
         let mut machine = self.shared.lock();
         *machine = RolloutMachine::restore(machine.settings().clone(), state);
@@ -103,29 +61,18 @@ impl RolloutHandle {
         self.shared.writer.submit(machine.state(), None);
     }
 
-    /// Installs a machine whose `change` this replica made and the fleet
-    /// accepted: applied and recorded exactly like a local decision.
+    /// Installs a machine whose `change` this process made and others
+    /// agreed on: applied and recorded exactly like a local decision.
     pub fn commit(&self, changed: RolloutMachine, change: &Change) {
         let mut machine = self.shared.lock();
         *machine = changed;
         self.shared.apply(&machine, change);
     }
 
-    /// Fleet mode: operator commands go through `fleet` from now on.
-    #[cfg(feature = "fleet")]
-    pub fn attach_fleet(&self, fleet: crate::fleet::FleetHandle) {
-        let _ = self.shared.fleet.set(fleet);
-    }
-
     /// The rollout part of `GET /status`.
     pub fn status_json(&self) -> Value {
-        #[allow(unused_mut)]
         let mut status = status_of(&self.shared.lock());
         status["state_file"] = self.shared.writer.status_json();
-        #[cfg(feature = "fleet")]
-        if let Some(fleet) = self.shared.fleet.get() {
-            status["fleet"] = fleet.status_json();
-        }
         status
     }
 
