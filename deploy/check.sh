@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline checks of the deployment kit (no cluster, no network):
-#   * Prometheus rules: promtool check rules, promtool test rules.
+#   * Prometheus rules: promtool check rules, promtool test rules; wrapped
+#     as a PrometheusRule (deploy/README.md's command), the operator's schema.
 #   * Grafana dashboard: valid JSON. (tests/deploy_queries.rs runs each of
 #     its queries, and each alert's, against a real Prometheus.)
 #   * Kubernetes: every overlay renders (kubectl kustomize), validates
@@ -19,6 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KUBERNETES_VERSIONS=(1.29.0 1.37.0)
+# Where pip puts the scripts it installs (kubernetes-validate, hadolint).
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
 
 missing=()
 for tool in promtool kubectl kubernetes-validate hadolint python3 cargo; do
@@ -35,6 +38,19 @@ fi
 
 echo "== Prometheus rules"
 (cd deploy/prometheus && promtool check rules alerts.yaml && promtool test rules alerts_test.yaml)
+
+# The PrometheusRule that deploy/README.md's command wraps around the groups.
+{
+  printf 'apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata: {name: understudy}\nspec:\n'
+  sed 's/^/  /' deploy/prometheus/alerts.yaml
+} | python3 -c '
+import sys, yaml
+from cloudcoil.models.prometheus_operator.v1 import PrometheusRule
+doc = yaml.safe_load(sys.stdin)
+dumped = PrometheusRule.model_validate(doc).model_dump(by_alias=True, exclude_unset=True, mode="json")
+sys.exit(0 if dumped == doc else "PrometheusRule: fields outside the schema")
+'
+echo "PrometheusRule from alerts.yaml: valid for the Prometheus Operator"
 
 echo "== Grafana dashboard"
 python3 -m json.tool deploy/grafana/understudy.json >/dev/null
