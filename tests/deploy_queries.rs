@@ -17,8 +17,8 @@
 //! Skipped with a loud message when `prometheus` is absent outside CI; in CI
 //! (`CI` set) it must be installed.
 
+#[path = "support/deploy_kit.rs"]
 mod deploy_support;
-mod harness;
 mod support;
 
 use std::collections::BTreeSet;
@@ -27,9 +27,9 @@ use std::time::Duration;
 use deploy_support::{
     Prometheus, dashboard_queries, deploy_dir, label_values, selectors, with_each_listed_value,
 };
-use harness::{Binary, TempDir};
 use http::Method;
 use serde_json::Value;
+use support::harness::{self, Binary, TempDir};
 use support::{FakeUpstream, Reply, http_client, send};
 use tokio_util::sync::CancellationToken;
 
@@ -41,7 +41,7 @@ const RATE_INTERVAL: &str = "10s";
 /// Time for Prometheus to have scraped enough for every query.
 const DATA_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Metrics the dashboard must show (issue list: match rate, per-backend
+/// Metrics the dashboard must show (match rate, per-backend
 /// requests, errors, latency, weight, phase, decisions, mirrors, drops).
 const DASHBOARD_MUST_USE: [&str; 9] = [
     "understudy_comparisons_total",
@@ -88,7 +88,7 @@ async fn dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
     .unwrap();
     let proxy = Binary::start(&config, &[]).await;
     // Half the clients on the candidate, so both backends serve and mirror.
-    let (code, body) = harness::post_json(
+    let (code, body) = support::post_json(
         &format!("{}/rollout/weight", proxy.admin),
         r#"{"percent": 50}"#,
         None,
@@ -150,7 +150,7 @@ async fn dashboard_and_alert_queries_return_data_from_a_real_prometheus() {
 
     // A real rollback makes the real alert fire.
     let (code, body) =
-        harness::post_json(&format!("{}/rollout/rollback", proxy.admin), "{}", None).await;
+        support::post_json(&format!("{}/rollout/rollback", proxy.admin), "{}", None).await;
     assert_eq!(code, 200, "{body:#}");
     wait_for_alert(&prometheus, "UnderstudyRollback", &target).await;
 

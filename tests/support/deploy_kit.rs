@@ -7,8 +7,8 @@
 //! * [`dashboard_queries`], [`label_values`]: what a Grafana dashboard asks
 //!   its Prometheus data source.
 //!
-//! Only `127.0.0.1` is bound; nothing here depends on the proxy's code.
-#![allow(dead_code)]
+//! Serves `tests/deploy_queries.rs` alone, which includes it with `#[path]`.
+//! Only `127.0.0.1` is bound; nothing here uses the crate under test.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
-use crate::harness::{self, TempDir};
+use crate::support::get_json;
+use crate::support::harness::TempDir;
 
 /// Where the kit lives in the repository.
 pub fn deploy_dir() -> PathBuf {
@@ -124,7 +125,7 @@ impl Prometheus {
     /// error Prometheus gave (a parse error reads `bad_data: ...`).
     pub async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
         let url = format!("{}/api/v1/query?query={}", self.url, encode(expr));
-        let answer = harness::get_json(&url).await;
+        let answer = get_json(&url).await;
         match answer["status"].as_str() {
             Some("success") => Ok(answer["data"]["result"]
                 .as_array()
@@ -137,7 +138,7 @@ impl Prometheus {
     /// `GET /api/v1/series?match[]=SELECTOR`.
     pub async fn series(&self, selector: &str) -> Result<Vec<Value>, String> {
         let url = format!("{}/api/v1/series?match[]={}", self.url, encode(selector));
-        let answer = harness::get_json(&url).await;
+        let answer = get_json(&url).await;
         match answer["status"].as_str() {
             Some("success") => Ok(answer["data"].as_array().cloned().unwrap_or_default()),
             _ => Err(format!("{}: {}", answer["errorType"], answer["error"])),
@@ -146,7 +147,7 @@ impl Prometheus {
 
     /// `GET /api/v1/rules`: every loaded rule (name, query, health, ...).
     pub async fn rules(&self) -> Vec<Value> {
-        let answer = harness::get_json(&format!("{}/api/v1/rules", self.url)).await;
+        let answer = get_json(&format!("{}/api/v1/rules", self.url)).await;
         answer["data"]["groups"]
             .as_array()
             .into_iter()
@@ -157,7 +158,7 @@ impl Prometheus {
 
     /// `GET /api/v1/alerts`: active alerts (pending or firing).
     pub async fn alerts(&self) -> Vec<Value> {
-        let answer = harness::get_json(&format!("{}/api/v1/alerts", self.url)).await;
+        let answer = get_json(&format!("{}/api/v1/alerts", self.url)).await;
         answer["data"]["alerts"]
             .as_array()
             .cloned()
