@@ -17,7 +17,9 @@
 //! that may use `understudy::`, so a fake server can never share a bug with
 //! the proxy it tests (`tests/layout.rs` checks this). `fleet/` (etcd and
 //! three replicas) serves `tests/fleet.rs` alone, which includes it with
-//! `#[path]`, so the other suites do not compile it.
+//! `#[path]`, so the other suites do not compile it; `deploy_kit.rs` (a real
+//! Prometheus, PromQL selectors, dashboard queries) serves
+//! `tests/deploy_queries.rs` the same way.
 //!
 //! Each integration test compiles this module separately and uses only part
 //! of it, hence `dead_code` is allowed. It must never bind anything but
