@@ -1,8 +1,9 @@
 //! The proxy's own errors, and the one place that maps them to a status.
 //!
-//! Every error says who is at fault. Only the serving backend's failures can
-//! reach a client; shadow failures are counted outcomes (see `mirror`), never
-//! errors here.
+//! `Upstream` is the serving backend's failure (or its connection slots
+//! staying busy); every other variant is the client's. Of the backends'
+//! failures only the serving backend's reach a client; shadow failures are
+//! counted outcomes (see `mirror`), never errors here.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -14,9 +15,6 @@ pub enum ProxyError {
     /// The serving backend could not be reached or broke the exchange.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The proxy is at its limits (connections or queue).
-    #[error("overloaded")]
-    Overloaded,
     /// The request body is larger than `listen.max_body_bytes`.
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -39,31 +37,10 @@ pub enum ProxyError {
     TransferCoding,
 }
 
-/// Who caused an error: decides whether it is the client's or ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    Client,
-    Backend,
-    Internal,
-}
-
 impl ProxyError {
-    pub fn fault(&self) -> Fault {
-        match self {
-            ProxyError::Upstream(_) => Fault::Backend,
-            ProxyError::Overloaded => Fault::Internal,
-            ProxyError::BodyTooLarge { .. }
-            | ProxyError::ClientAborted
-            | ProxyError::ClientTimeout { .. }
-            | ProxyError::Connect
-            | ProxyError::Malformed(_)
-            | ProxyError::TransferCoding => Fault::Client,
-        }
-    }
-
     /// The status the client sees: 504 when the backend was too slow, 502
-    /// when it was unreachable or answered garbage, 503 when we are full or
-    /// every connection slot to the backend stayed busy, 413 for a body over
+    /// when it was unreachable or answered garbage, 503 when every
+    /// connection slot to the backend stayed busy, 413 for a body over
     /// the limit, 400 for a body that broke off or a malformed head, 408 for
     /// an upload that stalled, 405 for `CONNECT`, 501 for a transfer coding
     /// other than chunked.
@@ -72,7 +49,6 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientAborted => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -90,7 +66,6 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "upstream failed",
             ProxyError::Upstream(UpstreamError::Busy { .. }) => "upstream busy",
-            ProxyError::Overloaded => "overloaded",
             ProxyError::BodyTooLarge { .. } => "request body too large",
             ProxyError::ClientAborted => "request body incomplete",
             ProxyError::ClientTimeout { .. } => "request body timed out",
