@@ -29,12 +29,11 @@ use crate::budget::{ByteBudget, Reservation};
 use crate::compare::{Comparator, ElementCounts, Observed, Outcome};
 use crate::proxy::body::Captured;
 use crate::split::Backend;
-use crate::stats::window;
 use crate::stats::{
     DropReason, Event, FailureKind, MismatchRecord, Role, ShadowAnswer, ShadowResult, StatsHandle,
     unix_ms,
 };
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{self, Upstream, UpstreamError};
 
 use compare_pool::ComparePool;
 
@@ -416,7 +415,7 @@ async fn send(
                 error = %crate::error::chain(&e),
                 "shadow request failed"
             );
-            stats.record(failure(failure_kind(&e)));
+            stats.record(failure(e.failure_kind()));
             stats.record(Event::Shadow(ShadowResult::Error));
             return (Answer::Failed, None);
         }
@@ -485,7 +484,7 @@ async fn exchange(
         status: response.status().as_u16(),
         latency: started.elapsed(),
     });
-    let mut grpc_failed = window::grpc_failed(response.headers());
+    let mut grpc_failed = upstream::grpc_failed(response.headers());
     let mut body = response.into_body();
     let stop = |collected: BytesMut, truncated, over_budget, grpc_failed| Collected {
         body: collected.freeze(),
@@ -513,7 +512,7 @@ async fn exchange(
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| Broke::Body)?;
         if let Some(trailers) = frame.trailers_ref() {
-            grpc_failed |= window::grpc_failed(trailers);
+            grpc_failed |= upstream::grpc_failed(trailers);
         }
         if let Some(data) = frame.data_ref() {
             if collected.len() + data.len() > job.max_body_bytes {
@@ -547,7 +546,8 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
                     status,
                     body,
                     truncated: false,
-                    grpc_failed: grpc_failed || trailers.as_ref().is_some_and(window::grpc_failed),
+                    grpc_failed: grpc_failed
+                        || trailers.as_ref().is_some_and(upstream::grpc_failed),
                 },
                 Ok(Captured::OverBudget) => Answer::OverBudget,
                 Ok(Captured::Overflow) => Answer::Response {
@@ -568,18 +568,6 @@ async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answ
     tokio::time::timeout(limit, wait)
         .await
         .unwrap_or(Answer::Unknown)
-}
-
-/// How an upstream failure is counted, for the serving and the shadow path
-/// alike.
-pub fn failure_kind(error: &UpstreamError) -> FailureKind {
-    match error {
-        UpstreamError::Connect { .. } => FailureKind::Connect,
-        // Busy comes only from the serving pools' slots, which the proxy
-        // counts as its own queueing; the shadow pool has none.
-        UpstreamError::Timeout { .. } | UpstreamError::Busy { .. } => FailureKind::Timeout,
-        UpstreamError::Protocol { .. } => FailureKind::Protocol,
-    }
 }
 
 #[cfg(test)]

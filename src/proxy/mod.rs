@@ -414,7 +414,7 @@ impl Proxy {
                     status: parts.status.as_u16(),
                     latency,
                 });
-                let grpc_failed = crate::stats::window::grpc_failed(&parts.headers);
+                let grpc_failed = crate::upstream::grpc_failed(&parts.headers);
                 if grpc_failed {
                     inner.stats.record(Event::Failure {
                         backend: serving,
@@ -496,7 +496,7 @@ impl Proxy {
                 if let Some((ticket, request)) = recording {
                     ticket.finish(request, None, record_wait);
                 }
-                let kind = crate::mirror::failure_kind(&error);
+                let kind = error.failure_kind();
                 inner.stats.record(Event::Failure {
                     backend: serving,
                     role: Role::Serve,

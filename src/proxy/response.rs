@@ -11,9 +11,8 @@ use tokio::time::Instant;
 
 use super::body::TeeBody;
 use crate::split::Backend;
-use crate::stats::window::grpc_failed;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, grpc_failed};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
