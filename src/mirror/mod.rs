@@ -26,8 +26,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::budget::{ByteBudget, Reservation};
+use crate::capture::Captured;
 use crate::compare::{Comparator, ElementCounts, Observed, Outcome};
-use crate::proxy::body::Captured;
 use crate::split::Backend;
 use crate::stats::{
     DropReason, Event, FailureKind, MismatchRecord, Role, ShadowAnswer, ShadowResult, StatsHandle,

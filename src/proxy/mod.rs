@@ -27,18 +27,19 @@ use tokio::time::Instant;
 
 use crate::access_log::{AccessLog, Entry, now_rfc3339};
 use crate::budget::ByteBudget;
+use crate::capture::{self, TeeBody};
 use crate::compare::Comparator;
 use crate::config::{self, Config};
 use crate::error::ProxyError;
 use crate::mirror::compare_pool::ComparePool;
 use crate::mirror::{Mirror, MirrorJob, Pending, Served};
-use crate::record::{self, Recorder, ResponseCopy};
+use crate::record::{Recorder, ResponseCopy};
 use crate::routing::Routing;
 use crate::split::{self, Backend, StickyKey};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
 use crate::tls::TlsError;
 use crate::upstream::UpstreamError;
-use body::{BodyError, TeeBody};
+use body::{BodyError, LimitedBody};
 use headers::{X_REQUEST_ID, X_UNDERSTUDY_BACKEND, X_UNDERSTUDY_SHADOW};
 use ids::RequestIds;
 use pools::BackendPools;
@@ -296,6 +297,12 @@ impl Proxy {
                 plan.label(),
             )
         });
+        // Limited first, tee'd on top: a body that fails its limits leaves
+        // an incomplete copy, never one a mirror would replay.
+        let (body, progress) = LimitedBody::new(body)
+            .with_limit(settings.max_body_bytes)
+            .with_idle_timeout(Some(settings.body_idle_timeout))
+            .with_progress();
         let (body, mirror_channels, record_copy) = match plan {
             MirrorPlan::Go(permit) => {
                 let reservation = inner.mirror.budget().reservation();
@@ -304,7 +311,7 @@ impl Proxy {
                     settings.shadow.max_body_bytes,
                     reservation.clone(),
                 );
-                let (request_copy, record_copy) = record::share(request_copy, recording.is_some());
+                let (request_copy, record_copy) = capture::share(request_copy, recording.is_some());
                 let (served_tx, served_rx) = oneshot::channel();
                 let mut shadow_headers = parts.headers.clone();
                 for name in &settings.shadow.strip_headers {
@@ -340,23 +347,25 @@ impl Proxy {
             }
             MirrorPlan::Skip(result) => {
                 inner.stats.record(Event::Shadow(result));
-                let (body, copy) =
-                    record::tee(body, recording.is_some(), settings.shadow.max_body_bytes);
+                let (body, copy) = TeeBody::capturing_if(
+                    body,
+                    recording.is_some(),
+                    settings.shadow.max_body_bytes,
+                );
                 (body, None, copy)
             }
             MirrorPlan::Off | MirrorPlan::NotSampled => {
-                let (body, copy) =
-                    record::tee(body, recording.is_some(), settings.shadow.max_body_bytes);
+                let (body, copy) = TeeBody::capturing_if(
+                    body,
+                    recording.is_some(),
+                    settings.shadow.max_body_bytes,
+                );
                 (body, None, copy)
             }
         };
         let recording = recording.zip(record_copy);
         let record_wait = pools.serve.timeout() + settings.shadow.timeout;
 
-        let (body, progress) = body
-            .with_limit(settings.max_body_bytes)
-            .with_idle_timeout(Some(settings.body_idle_timeout))
-            .with_progress();
         let buffering = prebuffer(
             body,
             settings.request_buffer_bytes,
@@ -442,7 +451,7 @@ impl Proxy {
                             settings.shadow.max_body_bytes,
                             reservation,
                         );
-                        let (copy, record_copy) = record::share(copy, recording.is_some());
+                        let (copy, record_copy) = capture::share(copy, recording.is_some());
                         let _ = served.send(Served::Response {
                             status,
                             grpc_failed,
