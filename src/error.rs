@@ -1,13 +1,15 @@
 //! The proxy's own errors, and the one place that maps them to a status.
 //!
 //! `Upstream` is the serving backend's failure (or its connection slots
-//! staying busy); every other variant is the client's. Of the backends'
+//! staying busy); every other variant is the client's, including a request
+//! body that failed on its way (`From<&BodyError>`). Of the backends'
 //! failures only the serving backend's reach a client; shadow failures are
 //! counted outcomes (see `mirror`), never errors here.
 
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::proxy::body::BodyError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,20 @@ impl ProxyError {
     }
 }
 
+/// A request body that failed on its way to the backend failed by the
+/// client's doing: too large, broken off, or too slow.
+impl From<&BodyError> for ProxyError {
+    fn from(error: &BodyError) -> Self {
+        match error {
+            BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
+            BodyError::Source(_) => ProxyError::ClientAborted,
+            BodyError::Idle { timeout } | BodyError::Deadline { timeout } => {
+                ProxyError::ClientTimeout { timeout: *timeout }
+            }
+        }
+    }
+}
+
 /// An error and all its sources, joined with ": ", for logs: the useful
 /// part of a failed connect (refused, "invalid peer certificate:
 /// UnknownIssuer", "certificate expired") sits deep in the chain.
@@ -92,4 +108,20 @@ pub fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_request_body_that_failed_is_answered_as_the_client_s_fault() {
+        let status = |error: BodyError| ProxyError::from(&error).status().as_u16();
+        let timeout = Duration::from_secs(1);
+        assert_eq!(status(BodyError::TooLarge { limit: 1 }), 413);
+        assert_eq!(status(BodyError::Source("reset".into())), 400);
+        assert_eq!(status(BodyError::Idle { timeout }), 408);
+        assert_eq!(status(BodyError::Deadline { timeout }), 408);
+    }
 }

@@ -4,11 +4,11 @@
 //!
 //! [`LimitedBody`] fails the body with a [`BodyError`] that says whose
 //! fault it was, so a failed exchange caused by the client's own upload is
-//! answered as the client's, never counted against a backend. It also
-//! reports the body's progress to the upstream client, so the backend's
-//! latency is timed from the end of the upload. It never holds a frame
-//! back or copies one: the capped copy for a mirror or a recording is
-//! `capture`'s job.
+//! answered as the client's (`ProxyError`'s `From<&BodyError>`), never
+//! counted against a backend. It also reports the body's progress to the
+//! upstream client, so the backend's latency is timed from the end of the
+//! upload. It never holds a frame back or copies one: the capped copy for
+//! a mirror or a recording is `capture`'s job.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -534,20 +534,13 @@ impl Proxy {
     /// client's doing.
     fn client_fault(&self, error: &BodyError) -> ProxyError {
         let metrics = self.inner.metrics();
-        match error {
-            BodyError::TooLarge { limit } => {
-                metrics.body_too_large.increment(1);
-                ProxyError::BodyTooLarge { limit: *limit }
-            }
-            BodyError::Source(_) => {
-                metrics.client_aborted.increment(1);
-                ProxyError::ClientAborted
-            }
-            BodyError::Idle { timeout } | BodyError::Deadline { timeout } => {
-                metrics.client_timeout.increment(1);
-                ProxyError::ClientTimeout { timeout: *timeout }
-            }
-        }
+        let counter = match error {
+            BodyError::TooLarge { .. } => &metrics.body_too_large,
+            BodyError::Source(_) => &metrics.client_aborted,
+            BodyError::Idle { .. } | BodyError::Deadline { .. } => &metrics.client_timeout,
+        };
+        counter.increment(1);
+        ProxyError::from(error)
     }
 
     fn plan_mirror(
