@@ -11,14 +11,16 @@
 //! serving leaves idle. A mirror's failure is an outcome and a counter — it
 //! must never surface as a client error or delay a client response.
 //!
-//! A mirror's life follows the files: this module runs the mirror job,
-//! `shadow` sends the copy and collects the other backend's answer, and
-//! `pair` waits for the serving side's copy and judges the two.
+//! A mirror's life follows the files: [`plan`] decides whether a request is
+//! mirrored at all (before it costs anything), this module runs the mirror
+//! job, `shadow` sends the copy and collects the other backend's answer,
+//! and `pair` waits for the serving side's copy and judges the two.
 //! The request and serving bodies arrive as `capture` copies; nothing here
 //! knows the proxy.
 
 pub mod compare_pool;
 mod pair;
+pub mod plan;
 mod shadow;
 
 use std::sync::Arc;
@@ -40,6 +42,7 @@ use crate::upstream::Upstream;
 
 use compare_pool::ComparePool;
 use pair::{Answer, Pair, record_dropped, wait_served};
+pub use plan::MirrorPlan;
 use shadow::send;
 
 /// What the serving backend answered, as the data path saw it.
