@@ -1,12 +1,15 @@
 //! The proxy's own errors, and the one place that maps them to a status.
 //!
-//! Every error says who is at fault. Only the serving backend's failures can
-//! reach a client; shadow failures are counted outcomes (see `mirror`), never
-//! errors here.
+//! `Upstream` is the serving backend's failure (or its connection slots
+//! staying busy); every other variant is the client's, including a request
+//! body that failed on its way (`From<&BodyError>`). Of the backends'
+//! failures only the serving backend's reach a client; shadow failures are
+//! counted outcomes (see `mirror`), never errors here.
 
 use bytes::Bytes;
 use http::StatusCode;
 
+use crate::proxy::body::BodyError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,9 +17,6 @@ pub enum ProxyError {
     /// The serving backend could not be reached or broke the exchange.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
-    /// The proxy is at its limits (connections or queue).
-    #[error("overloaded")]
-    Overloaded,
     /// The request body is larger than `listen.max_body_bytes`.
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
@@ -39,31 +39,10 @@ pub enum ProxyError {
     TransferCoding,
 }
 
-/// Who caused an error: decides whether it is the client's or ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    Client,
-    Backend,
-    Internal,
-}
-
 impl ProxyError {
-    pub fn fault(&self) -> Fault {
-        match self {
-            ProxyError::Upstream(_) => Fault::Backend,
-            ProxyError::Overloaded => Fault::Internal,
-            ProxyError::BodyTooLarge { .. }
-            | ProxyError::ClientAborted
-            | ProxyError::ClientTimeout { .. }
-            | ProxyError::Connect
-            | ProxyError::Malformed(_)
-            | ProxyError::TransferCoding => Fault::Client,
-        }
-    }
-
     /// The status the client sees: 504 when the backend was too slow, 502
-    /// when it was unreachable or answered garbage, 503 when we are full or
-    /// every connection slot to the backend stayed busy, 413 for a body over
+    /// when it was unreachable or answered garbage, 503 when every
+    /// connection slot to the backend stayed busy, 413 for a body over
     /// the limit, 400 for a body that broke off or a malformed head, 408 for
     /// an upload that stalled, 405 for `CONNECT`, 501 for a transfer coding
     /// other than chunked.
@@ -72,7 +51,6 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Upstream(UpstreamError::Busy { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientAborted => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -90,7 +68,6 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Connect { .. }) => "upstream unreachable",
             ProxyError::Upstream(UpstreamError::Protocol { .. }) => "upstream failed",
             ProxyError::Upstream(UpstreamError::Busy { .. }) => "upstream busy",
-            ProxyError::Overloaded => "overloaded",
             ProxyError::BodyTooLarge { .. } => "request body too large",
             ProxyError::ClientAborted => "request body incomplete",
             ProxyError::ClientTimeout { .. } => "request body timed out",
@@ -99,6 +76,20 @@ impl ProxyError {
             ProxyError::TransferCoding => "transfer coding not implemented",
         };
         Bytes::from(serde_json::json!({ "error": message, "backend": backend }).to_string())
+    }
+}
+
+/// A request body that failed on its way to the backend failed by the
+/// client's doing: too large, broken off, or too slow.
+impl From<&BodyError> for ProxyError {
+    fn from(error: &BodyError) -> Self {
+        match error {
+            BodyError::TooLarge { limit } => ProxyError::BodyTooLarge { limit: *limit },
+            BodyError::Source(_) => ProxyError::ClientAborted,
+            BodyError::Idle { timeout } | BodyError::Deadline { timeout } => {
+                ProxyError::ClientTimeout { timeout: *timeout }
+            }
+        }
     }
 }
 
@@ -117,4 +108,20 @@ pub fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_request_body_that_failed_is_answered_as_the_client_s_fault() {
+        let status = |error: BodyError| ProxyError::from(&error).status().as_u16();
+        let timeout = Duration::from_secs(1);
+        assert_eq!(status(BodyError::TooLarge { limit: 1 }), 413);
+        assert_eq!(status(BodyError::Source("reset".into())), 400);
+        assert_eq!(status(BodyError::Idle { timeout }), 408);
+        assert_eq!(status(BodyError::Deadline { timeout }), 408);
+    }
 }

@@ -5,8 +5,9 @@
 //! * [`listener`] accepts client connections (HTTP/1.1 and h2c) and hands
 //!   each request to [`proxy`], which picks the serving backend with
 //!   [`split`] (weights published by [`rollout`] through [`routing`]),
-//!   forwards through [`upstream`] pools, streams the answer back and tees
-//!   capped copies of both bodies.
+//!   forwards through [`upstream`] pools and streams the answer back;
+//!   [`capture`] keeps capped copies of both bodies on the way and shares
+//!   them with the mirror and the recording.
 //! * [`mirror`] replays the copy to the other backend off the client's
 //!   path, then [`compare`]s the two answers the way ML needs (large pairs
 //!   on low-priority threads of its own); [`budget`] bounds the bytes all
@@ -32,6 +33,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod budget;
+pub mod capture;
 pub mod cli;
 pub mod compare;
 pub mod config;

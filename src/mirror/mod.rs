@@ -10,33 +10,40 @@
 //! ones go to the [`compare_pool`], whose threads only take CPU time that
 //! serving leaves idle. A mirror's failure is an outcome and a counter — it
 //! must never surface as a client error or delay a client response.
+//!
+//! A mirror's life follows the files: [`plan`] decides whether a request is
+//! mirrored at all (before it costs anything), this module runs the mirror
+//! job, `shadow` sends the copy and collects the other backend's answer,
+//! and `pair` waits for the serving side's copy and judges the two.
+//! The request and serving bodies arrive as `capture` copies; nothing here
+//! knows the proxy.
 
 pub mod compare_pool;
+mod pair;
+pub mod plan;
+mod shadow;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Method, Request};
-use http_body::Body as _;
-use http_body_util::{BodyExt, Full};
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::Full;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
-use tokio::time::Instant;
 
 use crate::budget::{ByteBudget, Reservation};
-use crate::compare::{Comparator, ElementCounts, Observed, Outcome};
-use crate::proxy::body::Captured;
+use crate::capture::Captured;
+use crate::compare::{Comparator, Outcome};
 use crate::split::Backend;
-use crate::stats::window;
-use crate::stats::{
-    DropReason, Event, FailureKind, MismatchRecord, Role, ShadowAnswer, ShadowResult, StatsHandle,
-    unix_ms,
-};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::stats::{DropReason, Event, ShadowResult, StatsHandle};
+use crate::upstream::Upstream;
 
 use compare_pool::ComparePool;
+use pair::{Answer, Pair, record_dropped, wait_served};
+pub use plan::MirrorPlan;
+use shadow::send;
 
 /// What the serving backend answered, as the data path saw it.
 #[derive(Debug)]
@@ -193,21 +200,7 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle, comparis
     if matches!(served, Answer::OverBudget) {
         return record_dropped(stats, head, DropReason::Budget);
     }
-    let (stable, candidate) = match job.serving {
-        Backend::Stable => (served, shadow),
-        Backend::Candidate => (shadow, served),
-    };
-    let pair = Pair {
-        stable,
-        candidate,
-        head,
-        comparator: job.comparator,
-        request_id: job.request_id,
-        method: job.method,
-        path_and_query: job.path_and_query,
-        stats: stats.clone(),
-        _bytes: job.reservation,
-    };
+    let pair = Pair::new(job, served, shadow, head, stats.clone());
     if pair.body_len() <= INLINE_COMPARE_BYTES {
         return pair.judge();
     }
@@ -221,399 +214,3 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle, comparis
 /// thread costs. Larger pairs go to the comparison pool, so that hundreds
 /// of kilobytes of JSON never take a serving worker's time.
 const INLINE_COMPARE_BYTES: usize = 16 * 1024;
-
-/// Both answers of one mirrored request, ready to be judged, with what a
-/// mismatch record needs and the budget reservation for their bytes.
-struct Pair {
-    stable: Answer,
-    candidate: Answer,
-    head: Option<ShadowHead>,
-    comparator: Arc<Comparator>,
-    request_id: HeaderValue,
-    method: Method,
-    path_and_query: Option<PathAndQuery>,
-    stats: StatsHandle,
-    /// Released when the pair (and so its bodies) is dropped.
-    _bytes: Arc<Reservation>,
-}
-
-impl Pair {
-    fn body_len(&self) -> usize {
-        self.stable.body_len().max(self.candidate.body_len())
-    }
-
-    /// Compares the two answers and records the outcome with the shadow's
-    /// response, in one event.
-    fn judge(self) {
-        let (Some(stable), Some(candidate)) = (self.stable.observed(), self.candidate.observed())
-        else {
-            // The serving side's body never completed: nothing to compare.
-            return record_judged(
-                &self.stats,
-                self.head,
-                Outcome::Uncomparable,
-                Default::default(),
-                None,
-            );
-        };
-        let comparison = self.comparator.compare(&stable, &candidate);
-        let mismatch = comparison.difference.map(|difference| {
-            Box::new(MismatchRecord {
-                at_ms: unix_ms(),
-                request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
-                method: self.method.to_string(),
-                path: self
-                    .path_and_query
-                    .as_ref()
-                    .map(|p| p.path().to_owned())
-                    .unwrap_or_else(|| "/".into()),
-                difference,
-            })
-        });
-        record_judged(
-            &self.stats,
-            self.head,
-            comparison.outcome,
-            comparison.elements,
-            mismatch,
-        );
-    }
-}
-
-/// A pair that will not be compared: the shadow's answer still counts as
-/// latency evidence, but the pair is no comparison.
-fn record_dropped(stats: &StatsHandle, head: Option<ShadowHead>, reason: DropReason) {
-    stats.record(Event::CompareDropped {
-        shadow: head,
-        reason,
-    });
-}
-
-/// The shadow's response head, not yet recorded: a mirror whose shadow
-/// answered cleanly reports it with its outcome, in one event.
-type ShadowHead = ShadowAnswer;
-
-fn record_judged(
-    stats: &StatsHandle,
-    head: Option<ShadowHead>,
-    outcome: Outcome,
-    elements: ElementCounts,
-    mismatch: Option<Box<MismatchRecord>>,
-) {
-    stats.record(match head {
-        Some(head) => Event::Mirrored {
-            backend: head.backend,
-            status: head.status,
-            latency: head.latency,
-            outcome,
-            elements,
-            mismatch,
-        },
-        None => Event::Compared {
-            outcome,
-            elements,
-            mismatch,
-        },
-    });
-}
-
-/// A backend's answer with its body collected (up to a cap).
-enum Answer {
-    Failed,
-    Response {
-        status: u16,
-        body: Bytes,
-        truncated: bool,
-        /// A gRPC call that failed: compared as a failed answer.
-        grpc_failed: bool,
-    },
-    /// The exchange broke off on the serving side (client went away).
-    Unknown,
-    /// The body did not fit the shadow's byte budget: not compared.
-    OverBudget,
-}
-
-impl Answer {
-    fn body_len(&self) -> usize {
-        match self {
-            Answer::Response { body, .. } => body.len(),
-            _ => 0,
-        }
-    }
-
-    fn observed(&self) -> Option<Observed<'_>> {
-        match self {
-            Answer::Failed
-            | Answer::Response {
-                grpc_failed: true, ..
-            } => Some(Observed::Failed),
-            Answer::Response {
-                status,
-                body,
-                truncated,
-                ..
-            } => Some(Observed::Response {
-                status: *status,
-                body,
-                truncated: *truncated,
-            }),
-            Answer::Unknown | Answer::OverBudget => None,
-        }
-    }
-}
-
-/// Sends the shadow request and collects its answer. Every outcome but a
-/// clean answer is recorded here; a clean answer's head is returned instead,
-/// to be recorded with the comparison.
-async fn send(
-    job: &MirrorJob,
-    headers: HeaderMap,
-    body: Bytes,
-    backend: Backend,
-    stats: &StatsHandle,
-) -> (Answer, Option<ShadowHead>) {
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = job.method.clone();
-    *request.uri_mut() = job.target.uri_for(job.path_and_query.as_ref());
-    *request.headers_mut() = headers;
-    *request.version_mut() = job.target.version();
-    let started = Instant::now();
-    let failure = |kind| Event::Failure {
-        backend,
-        role: Role::Shadow,
-        kind,
-        latency: started.elapsed(),
-    };
-    // One deadline and one timer for the whole exchange, head and body. A
-    // timeout per step (the head, then each body frame) builds a new timer
-    // each time and registers it in tokio's timer wheel whenever that step
-    // has to wait.
-    let mut head = None;
-    let exchange = exchange(job, request, backend, started, &mut head);
-    let result = match tokio::time::timeout_at(started + job.timeout, exchange).await {
-        Ok(result) => result,
-        Err(_) if head.is_none() => Err(Broke::Head(job.target.timed_out(job.timeout))),
-        Err(_) => Err(Broke::Body),
-    };
-    let record_head = |head: ShadowHead| {
-        stats.record(Event::Response {
-            backend,
-            role: Role::Shadow,
-            status: head.status,
-            latency: head.latency,
-        })
-    };
-    let Collected {
-        body,
-        truncated,
-        grpc_failed,
-        over_budget,
-    } = match result {
-        Ok(collected) => collected,
-        Err(Broke::Head(e)) => {
-            tracing::debug!(
-                request_id = ?job.request_id,
-                error = %crate::error::chain(&e),
-                "shadow request failed"
-            );
-            stats.record(failure(failure_kind(&e)));
-            stats.record(Event::Shadow(ShadowResult::Error));
-            return (Answer::Failed, None);
-        }
-        Err(Broke::Body) => {
-            record_head(head.expect("a broken body follows a head"));
-            stats.record(failure(FailureKind::Body));
-            stats.record(Event::Shadow(ShadowResult::Error));
-            return (Answer::Failed, None);
-        }
-    };
-    let head = head.expect("a collected body follows a head");
-    if over_budget {
-        return (Answer::OverBudget, Some(head));
-    }
-    let answer = Answer::Response {
-        status: head.status,
-        body,
-        truncated,
-        grpc_failed,
-    };
-    if grpc_failed {
-        record_head(head);
-        stats.record(failure(FailureKind::Grpc));
-        stats.record(Event::Shadow(ShadowResult::Sent));
-        return (answer, None);
-    }
-    (answer, Some(head))
-}
-
-/// What a shadow exchange that did not break off read.
-struct Collected {
-    /// The body, up to `shadow.max_body_bytes`.
-    body: Bytes,
-    /// The body went past the cap and was cut there.
-    truncated: bool,
-    /// A gRPC call that failed, by its head or its trailers.
-    grpc_failed: bool,
-    /// The body did not fit the byte budget; reading stopped there.
-    over_budget: bool,
-}
-
-/// How a shadow exchange broke off.
-enum Broke {
-    /// No response head: the request failed or timed out.
-    Head(UpstreamError),
-    /// The body broke off or timed out after the head.
-    Body,
-}
-
-/// The shadow exchange without a time limit: the response head (left in
-/// `head` as soon as it arrives), then the body up to the cap.
-async fn exchange(
-    job: &MirrorJob,
-    request: Request<Full<Bytes>>,
-    backend: Backend,
-    started: Instant,
-    head: &mut Option<ShadowHead>,
-) -> Result<Collected, Broke> {
-    let response = job
-        .target
-        .send_unbounded(request)
-        .await
-        .map_err(Broke::Head)?;
-    *head = Some(ShadowHead {
-        backend,
-        status: response.status().as_u16(),
-        latency: started.elapsed(),
-    });
-    let mut grpc_failed = window::grpc_failed(response.headers());
-    let mut body = response.into_body();
-    let stop = |collected: BytesMut, truncated, over_budget, grpc_failed| Collected {
-        body: collected.freeze(),
-        truncated,
-        grpc_failed,
-        over_budget,
-    };
-    // A declared length is reserved (and allocated) up front; otherwise the
-    // reservation follows the buffer's capacity as the chunks arrive.
-    let declared = body
-        .size_hint()
-        .exact()
-        .and_then(|n| usize::try_from(n).ok());
-    let mut collected = BytesMut::new();
-    let mut reserved = 0;
-    if let Some(length) = declared.filter(|n| *n <= job.max_body_bytes) {
-        if !job.reservation.grow(length) {
-            // Dropping the unread body closes the connection: a 10 MB answer
-            // that does not fit is never read at all.
-            return Ok(stop(collected, false, true, grpc_failed));
-        }
-        reserved = length;
-        collected.reserve(length);
-    }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Broke::Body)?;
-        if let Some(trailers) = frame.trailers_ref() {
-            grpc_failed |= window::grpc_failed(trailers);
-        }
-        if let Some(data) = frame.data_ref() {
-            if collected.len() + data.len() > job.max_body_bytes {
-                // Stop reading: the copy is uncomparable anyway, and
-                // dropping the body closes the connection.
-                return Ok(stop(collected, true, false, grpc_failed));
-            }
-            collected.reserve(data.len());
-            if collected.capacity() > reserved {
-                if !job.reservation.grow(collected.capacity() - reserved) {
-                    return Ok(stop(BytesMut::new(), false, true, grpc_failed));
-                }
-                reserved = collected.capacity();
-            }
-            collected.extend_from_slice(data);
-        }
-    }
-    Ok(stop(collected, false, false, grpc_failed))
-}
-
-async fn wait_served(served: oneshot::Receiver<Served>, limit: Duration) -> Answer {
-    let wait = async {
-        match served.await {
-            Ok(Served::Failed) => Answer::Failed,
-            Ok(Served::Response {
-                status,
-                grpc_failed,
-                body,
-            }) => match body.await {
-                Ok(Captured::Complete { body, trailers }) => Answer::Response {
-                    status,
-                    body,
-                    truncated: false,
-                    grpc_failed: grpc_failed || trailers.as_ref().is_some_and(window::grpc_failed),
-                },
-                Ok(Captured::OverBudget) => Answer::OverBudget,
-                Ok(Captured::Overflow) => Answer::Response {
-                    status,
-                    body: Bytes::new(),
-                    truncated: true,
-                    grpc_failed,
-                },
-                // The serving backend broke off mid-body: its failure, as a
-                // shadow body that breaks off is the shadow's.
-                Ok(Captured::Broken) => Answer::Failed,
-                // The client went away before the body ended: unknown.
-                Err(_) => Answer::Unknown,
-            },
-            Err(_) => Answer::Unknown,
-        }
-    };
-    tokio::time::timeout(limit, wait)
-        .await
-        .unwrap_or(Answer::Unknown)
-}
-
-/// How an upstream failure is counted, for the serving and the shadow path
-/// alike.
-pub fn failure_kind(error: &UpstreamError) -> FailureKind {
-    match error {
-        UpstreamError::Connect { .. } => FailureKind::Connect,
-        // Busy comes only from the serving pools' slots, which the proxy
-        // counts as its own queueing; the shadow pool has none.
-        UpstreamError::Timeout { .. } | UpstreamError::Busy { .. } => FailureKind::Timeout,
-        UpstreamError::Protocol { .. } => FailureKind::Protocol,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn served_with(body: Option<Captured>) -> Answer {
-        let (body_tx, body_rx) = oneshot::channel();
-        if let Some(captured) = body {
-            body_tx.send(captured).unwrap();
-        } else {
-            drop(body_tx);
-        }
-        let (served_tx, served_rx) = oneshot::channel();
-        served_tx
-            .send(Served::Response {
-                status: 200,
-                grpc_failed: false,
-                body: body_rx,
-            })
-            .unwrap();
-        wait_served(served_rx, Duration::from_secs(1)).await
-    }
-
-    #[tokio::test]
-    async fn serving_body_that_broke_off_is_a_failed_answer() {
-        assert!(matches!(
-            served_with(Some(Captured::Broken)).await,
-            Answer::Failed
-        ));
-    }
-
-    #[tokio::test]
-    async fn serving_body_dropped_by_the_client_is_unknown() {
-        assert!(matches!(served_with(None).await, Answer::Unknown));
-    }
-}

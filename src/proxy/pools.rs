@@ -8,8 +8,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 
-use super::body::TeeBody;
+use super::body::LimitedBody;
 use super::prebuffer::Prebuffered;
+use crate::capture::TeeBody;
 use crate::config;
 use crate::tls::TlsError;
 use crate::upstream::Upstream;
@@ -20,7 +21,11 @@ use crate::upstream::Upstream;
 /// upstream connection, boxed about 8 KiB (measured with massif: the largest
 /// item of peak memory at 1,000 connections). One small allocation per
 /// request buys it.
-pub type UploadBody = Box<Prebuffered<TeeBody<Incoming>>>;
+pub type UploadBody = Box<Prebuffered<ClientBody>>;
+
+/// A client's request body held to the listener's limits, tee'd for the
+/// mirror and the recording when they want a copy.
+pub type ClientBody = TeeBody<LimitedBody<Incoming>>;
 
 /// The most a shadow connection buffers of an answer before it is copied
 /// (or given up) within the byte budget: hundreds of mirrors may be in

@@ -9,11 +9,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::time::Instant;
 
-use super::body::TeeBody;
+use crate::capture::TeeBody;
 use crate::split::Backend;
-use crate::stats::window::grpc_failed;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
-use crate::upstream::UpstreamBody;
+use crate::upstream::{UpstreamBody, grpc_failed};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -2,10 +2,11 @@
 //! `understudy validate`.
 //!
 //! The data path asks [`Recorder::sample`] for a [`Ticket`] (a percent draw
-//! and one of a fixed number of permits), tees the request and response
-//! bodies with `TeeBody::capturing` exactly as for a mirror, and hands both
-//! copies to [`Ticket::finish`]. A small task per ticket waits for the copies
-//! and `try_send`s one line to the [`RecorderTask`], which owns the file.
+//! and one of a fixed number of permits), takes capped copies of the
+//! request and response bodies through `capture` exactly as for a mirror,
+//! and hands both copies to [`Ticket::finish`]. A small task per ticket
+//! waits for the copies and `try_send`s one line to the [`RecorderTask`],
+//! which owns the file.
 //! Recording must never slow or fail a client: no free permit, a full queue,
 //! a body over `shadow.max_body_bytes` or a failed write drops the record and
 //! counts it in `understudy_record_total{result="dropped"}`.
@@ -19,8 +20,8 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+use crate::capture::Captured;
 use crate::config;
-use crate::proxy::body::{Captured, TeeBody};
 use crate::telemetry::Metrics;
 use format::{Payload, Record, RecordedResponse};
 pub use writer::{RecorderTask, Rotating};
@@ -190,44 +191,4 @@ impl Drop for Ticket {
             self.shared.dropped.increment(1);
         }
     }
-}
-
-/// Tees a body for a recording when `wanted`, else passes it through.
-pub fn tee<B: http_body::Body<Data = bytes::Bytes> + Unpin>(
-    body: B,
-    wanted: bool,
-    cap: usize,
-) -> (TeeBody<B>, Option<oneshot::Receiver<Captured>>) {
-    if wanted {
-        let (body, copy) = TeeBody::capturing(body, cap);
-        (body, Some(copy))
-    } else {
-        (TeeBody::passthrough(body), None)
-    }
-}
-
-/// Gives a captured copy to a second receiver too, when `also` is set: the
-/// mirror and the recorder each need the same body. Costs one small task,
-/// only for requests that are both mirrored and recorded.
-pub fn share(
-    copy: oneshot::Receiver<Captured>,
-    also: bool,
-) -> (
-    oneshot::Receiver<Captured>,
-    Option<oneshot::Receiver<Captured>>,
-) {
-    if !also {
-        return (copy, None);
-    }
-    let (first_tx, first) = oneshot::channel();
-    let (second_tx, second) = oneshot::channel();
-    tokio::spawn(async move {
-        // A copy that never completes closes both receivers, as it would
-        // have closed the one.
-        if let Ok(captured) = copy.await {
-            let _ = first_tx.send(captured.clone());
-            let _ = second_tx.send(captured);
-        }
-    });
-    (first, Some(second))
 }

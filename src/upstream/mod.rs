@@ -8,9 +8,12 @@
 //!
 //! Plain-HTTP/1.1 backends, the common case inside a cluster, go through a
 //! lean per-worker pool ([`h1pool`]); TLS and HTTP/2 backends through
-//! hyper-util's client, which handles ALPN and multiplexing.
+//! hyper-util's client, which handles ALPN and multiplexing. What a failed
+//! exchange or a failed gRPC answer counts as is decided here too
+//! ([`failure`]), so both paths count it the same way.
 
 mod body;
+mod failure;
 mod h1pool;
 mod progress;
 
@@ -29,6 +32,7 @@ use hyper_rustls::HttpsConnector;
 use std::sync::Arc;
 
 pub use body::UpstreamBody;
+pub use failure::grpc_failed;
 use h1pool::{ConnectFailure, Http1Pool, Lease};
 pub use progress::{BodyProgress, ProgressReporter, body_progress};
 

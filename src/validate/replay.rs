@@ -177,7 +177,7 @@ async fn send(
         Ok(response) => response,
         Err(error) => {
             return Answer::Failed {
-                kind: crate::mirror::failure_kind(&error),
+                kind: error.failure_kind(),
                 latency: started.elapsed(),
             };
         }
