@@ -13,7 +13,9 @@
 //!   mirrors hold together.
 //! * [`stats`] owns every counter and histogram (fed by a channel), and
 //!   [`telemetry`] exports them to Prometheus; [`admin`] serves metrics,
-//!   [`status`] JSON and rollout control on a separate port.
+//!   [`status`] JSON and rollout control on a separate port. [`labels`]
+//!   holds the closed sets behind every metric label and counter array (a
+//!   leaf that every layer uses).
 //! * [`rollout`] judges each step on the stats' window and moves the weight;
 //!   [`config`] validates the TOML; [`server`] wires it all together and
 //!   shuts it down in order; [`error`] maps the proxy's own failures to
@@ -41,6 +43,7 @@ pub mod error;
 pub mod fleet;
 #[cfg(test)]
 mod full_fs;
+pub mod labels;
 mod lines;
 pub mod listener;
 pub mod mirror;

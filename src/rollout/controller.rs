@@ -272,12 +272,7 @@ impl Shared {
         let webhook = self.webhook.clone();
         Some(Box::new(move || {
             if let Some(decision) = &decision {
-                let index = match decision.verdict {
-                    Verdict::Pass => 0,
-                    Verdict::Fail => 1,
-                    Verdict::Hold => 2,
-                };
-                metrics.decisions[index].increment(1);
+                metrics.decisions[decision.verdict.index()].increment(1);
                 tracing::info!(
                     target: "understudy::decision",
                     verdict = ?decision.verdict,

@@ -63,6 +63,7 @@ mod tests_rules;
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
 
+pub use crate::labels::Verdict;
 pub use crate::stats::window::RowClusters;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -158,18 +159,6 @@ impl Default for Thresholds {
             match_unit: MatchUnit::Request,
         }
     }
-}
-
-/// Outcome of judging a window (or of one criterion).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Credibly within every threshold, with enough data and time.
-    Pass,
-    /// Credibly outside a threshold.
-    Fail,
-    /// Not enough evidence either way.
-    Hold,
 }
 
 /// A verdict with its human-readable reasons and all the numbers behind it.
