@@ -15,7 +15,8 @@
 //!   [`telemetry`] exports them to Prometheus; [`admin`] serves metrics,
 //!   [`status`] JSON and rollout control on a separate port. [`labels`]
 //!   holds the closed sets behind every metric label and counter array (a
-//!   leaf that every layer uses).
+//!   leaf that every layer uses); [`units`] writes percentages, milliseconds
+//!   and durations for people, and [`box_error`] names the one boxed error.
 //! * [`rollout`] judges each step on the stats' window and moves the weight;
 //!   [`config`] validates the TOML; [`server`] wires it all together and
 //!   shuts it down in order; [`error`] maps the proxy's own failures to
@@ -33,6 +34,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod box_error;
 pub mod budget;
 pub mod cli;
 pub mod compare;
@@ -59,5 +61,6 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod toy;
+pub mod units;
 pub mod upstream;
 pub mod validate;
