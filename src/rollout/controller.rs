@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::durable::{Announcement, Durability, StateWriter};
-use super::judge::{JudgeInput, Looks, SideWindow, Verdict};
+use super::judge::{CombinedWindow, JudgeInput, Looks, Thresholds, Verdict};
 use super::machine::{Change, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
 use super::webhook::Webhook;
@@ -109,15 +109,7 @@ pub struct RolloutTask {
 pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
     RolloutSettings {
         steps: rollout.steps.clone(),
-        thresholds: super::judge::Thresholds {
-            min_requests: rollout.min_requests,
-            interval: rollout.interval,
-            max_error_rate: rollout.max_error_rate,
-            max_latency_increase: rollout.max_latency_increase,
-            max_latency_increase_ms: rollout.max_latency_increase_ms,
-            min_match_rate: rollout.min_match_rate,
-            match_unit: rollout.match_unit,
-        },
+        thresholds: Thresholds::from(rollout),
         max_step_duration: rollout.max_step_duration,
     }
 }
@@ -363,25 +355,7 @@ pub(crate) fn judge(
     window: &WindowStats,
 ) -> Option<Change> {
     let elapsed = Duration::from_millis(now.saturating_sub(machine.state().step_started_ms));
-    let stable = window.stable.combined();
-    let candidate = window.candidate.combined();
-    let input = JudgeInput {
-        stable: side(&stable),
-        candidate: side(&candidate),
-        compared: window.compared(),
-        matched: window.comparisons_of(crate::compare::Outcome::Match),
-        elapsed,
-        looks: Looks::EveryTick,
-        rows: window.row_clusters,
-    };
+    let combined = CombinedWindow::of(window);
+    let input = JudgeInput::from_window(&combined, elapsed, Looks::EveryTick);
     machine.evaluate(now, &input)
-}
-
-fn side(stats: &crate::stats::RoleStats) -> SideWindow<'_> {
-    SideWindow {
-        requests: stats.requests(),
-        errors: stats.errors(),
-        client_errors: stats.client_errors(),
-        latency_us: &stats.latency_us,
-    }
 }
