@@ -26,7 +26,7 @@ use super::durable::{Announcement, Durability, StateWriter};
 use super::judge::{CombinedWindow, JudgeInput, Looks, Thresholds, Verdict};
 use super::machine::{Change, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
-use super::webhook::Webhook;
+use super::webhook::{Webhook, WebhookTask};
 use crate::config::{self, Config};
 use crate::routing::Routing;
 use crate::split;
@@ -115,14 +115,15 @@ pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
 }
 
 /// Restores (or starts) the rollout and applies its weight before the
-/// first request is served.
+/// first request is served. Returns the webhook's delivery task too, when
+/// `rollout.webhook` is set, for the caller to spawn with its shutdown.
 pub fn start(
     config: &Config,
     reset_state: bool,
     routing: Arc<Routing>,
     stats: StatsHandle,
     metrics: Arc<Metrics>,
-) -> Result<(RolloutHandle, RolloutTask), RolloutStartError> {
+) -> Result<(RolloutHandle, RolloutTask, Option<WebhookTask>), RolloutStartError> {
     let rollout = config
         .rollout
         .as_ref()
@@ -168,6 +169,7 @@ pub fn start(
         metrics.state_persist_failures.clone(),
         metrics.state_file_behind.clone(),
     );
+    let (webhook, webhook_task) = rollout.webhook.clone().map(Webhook::channel).unzip();
     let shared = Arc::new(Shared {
         machine: Mutex::new(machine),
         routing,
@@ -175,7 +177,7 @@ pub fn start(
         metrics,
         writer,
         identity,
-        webhook: rollout.webhook.clone().map(Webhook::spawn),
+        webhook,
         clock,
     });
     shared.apply_routing(&shared.lock().state().clone());
@@ -184,6 +186,7 @@ pub fn start(
             shared: shared.clone(),
         },
         RolloutTask { shared },
+        webhook_task,
     ))
 }
 
