@@ -1,10 +1,9 @@
 //! Metric handles and log setup.
 //!
 //! Every Prometheus series is registered once, here, with labels from the
-//! closed sets of [`crate::labels`]
-//! (the only module it imports); the data path only bumps pre-built handles
-//! (atomics), never builds a
-//! key or takes a lock. Each proxy instance owns its own recorder instead of a
+//! closed sets of [`crate::labels`] (the only part of the crate it imports);
+//! the data path only bumps pre-built handles (atomics), never builds a key
+//! or takes a lock. Each proxy instance owns its own recorder instead of a
 //! process-global one, so tests can run several proxies in one process.
 
 use metrics::{
