@@ -103,6 +103,9 @@ pub struct RolloutHandle {
 /// The background task that judges the window every second.
 pub struct RolloutTask {
     shared: Arc<Shared>,
+    /// The webhook's delivery task until the server takes it to spawn
+    /// (in fleet mode too, where this task itself never runs).
+    webhook: Option<WebhookTask>,
 }
 
 /// Converts the config's `[rollout]` into the machine's settings.
@@ -115,15 +118,14 @@ pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
 }
 
 /// Restores (or starts) the rollout and applies its weight before the
-/// first request is served. Returns the webhook's delivery task too, when
-/// `rollout.webhook` is set, for the caller to spawn with its shutdown.
+/// first request is served.
 pub fn start(
     config: &Config,
     reset_state: bool,
     routing: Arc<Routing>,
     stats: StatsHandle,
     metrics: Arc<Metrics>,
-) -> Result<(RolloutHandle, RolloutTask, Option<WebhookTask>), RolloutStartError> {
+) -> Result<(RolloutHandle, RolloutTask), RolloutStartError> {
     let rollout = config
         .rollout
         .as_ref()
@@ -185,8 +187,10 @@ pub fn start(
         RolloutHandle {
             shared: shared.clone(),
         },
-        RolloutTask { shared },
-        webhook_task,
+        RolloutTask {
+            shared,
+            webhook: webhook_task,
+        },
     ))
 }
 
@@ -290,6 +294,12 @@ impl Shared {
 }
 
 impl RolloutTask {
+    /// The webhook's delivery task (when `rollout.webhook` is set), for the
+    /// caller to spawn with its shutdown token; `None` once taken.
+    pub fn take_webhook(&mut self) -> Option<WebhookTask> {
+        self.webhook.take()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("rollout controller started");
         let mut tick = tokio::time::interval(TICK);

@@ -43,7 +43,7 @@ async fn the_judge_steps_up_only_once_the_state_file_is_current() {
     let metrics = Arc::new(Metrics::new());
     let (stats, _stats_task) = crate::stats::channel(metrics.clone(), 10);
     let routing = Arc::new(Routing::new(0, true));
-    let (handle, task, _webhook) = start(&config, false, routing, stats, metrics).unwrap();
+    let (handle, task) = start(&config, false, routing, stats, metrics).unwrap();
     tokio::time::advance(Duration::from_secs(2)).await;
 
     fs.fill();
