@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::config::{ADMIN_TOKEN_ENV, Config};
 use crate::telemetry::LogFormat;
+use crate::units::{ms_or_dash, pct_or_dash};
 
 /// Default admin URL for `status` and `rollout`, matching the default
 /// `admin.addr`.
@@ -190,16 +191,8 @@ pub async fn rollout(
 /// A human summary of `GET /status`.
 pub fn render_status(v: &Value) -> String {
     let mut out = String::new();
-    let pct = |v: &Value| {
-        v.as_f64()
-            .map(|f| format!("{:.2}%", f * 100.0))
-            .unwrap_or_else(|| "-".into())
-    };
-    let ms = |v: &Value| {
-        v.as_f64()
-            .map(|f| format!("{f:.1}ms"))
-            .unwrap_or_else(|| "-".into())
-    };
+    let pct = |v: &Value| pct_or_dash(v.as_f64());
+    let ms = |v: &Value| ms_or_dash(v.as_f64());
     out.push_str(&format!(
         "phase {}  weight {}%  step {}\n",
         v["phase"].as_str().unwrap_or("?"),

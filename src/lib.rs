@@ -14,7 +14,10 @@
 //!   mirrors hold together.
 //! * [`stats`] owns every counter and histogram (fed by a channel), and
 //!   [`telemetry`] exports them to Prometheus; [`admin`] serves metrics,
-//!   [`status`] JSON and rollout control on a separate port.
+//!   [`status`] JSON and rollout control on a separate port. [`labels`]
+//!   holds the closed sets behind every metric label and counter array (a
+//!   leaf that every layer uses); [`units`] writes percentages, milliseconds
+//!   and durations for people, and [`box_error`] names the one boxed error.
 //! * [`rollout`] judges each step on the stats' window and moves the weight;
 //!   [`config`] validates the TOML; [`server`] wires it all together and
 //!   shuts it down in order; [`error`] maps the proxy's own failures to
@@ -32,6 +35,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod box_error;
 pub mod budget;
 pub mod capture;
 pub mod cli;
@@ -43,6 +47,7 @@ pub mod error;
 pub mod fleet;
 #[cfg(test)]
 mod full_fs;
+pub mod labels;
 mod lines;
 pub mod listener;
 pub mod mirror;
@@ -58,5 +63,6 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod toy;
+pub mod units;
 pub mod upstream;
 pub mod validate;

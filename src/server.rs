@@ -78,13 +78,16 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let mut fleet = None;
     let rollout = match &config.rollout {
         Some(_) => {
-            let (handle, task) = rollout::start(
+            let (handle, mut task) = rollout::start(
                 &config,
                 options.reset_state,
                 routing.clone(),
                 stats.clone(),
                 metrics.clone(),
             )?;
+            if let Some(webhook) = task.take_webhook() {
+                background_tasks.push(tokio::spawn(webhook.run(background_shutdown.clone())));
+            }
             // In fleet mode the leader judges the fleet's merged window; the
             // local controller would judge a fraction of it.
             let fleet_task = spawn_fleet(&config, &handle, &stats, &metrics, &background_shutdown);

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::window::{
-    DropReason, FailureKind, RoleStats, STATUS_CLASSES, ShadowResult, WindowStats,
-};
-use crate::telemetry::COMPARISON_RESULTS;
+use crate::labels::{DropReason, FailureKind, Outcome, ShadowResult, StatusClass};
+use crate::stats::window::{RoleStats, WindowStats};
 
 /// Counts and latency of one backend in one role.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -35,11 +33,11 @@ impl RoleReport {
             errors,
             client_errors: stats.client_errors(),
             error_rate: (requests > 0).then(|| errors as f64 / requests as f64),
-            status: STATUS_CLASSES
+            status: StatusClass::ALL
                 .iter()
                 .zip(stats.by_class)
                 .filter(|(_, n)| *n > 0)
-                .map(|(class, n)| (class.to_string(), n))
+                .map(|(class, n)| (class.as_str().to_string(), n))
                 .collect(),
             failures: FailureKind::ALL
                 .iter()
@@ -73,7 +71,7 @@ pub struct ComparisonReport {
     pub elements_matched: u64,
     pub elements_mismatched: u64,
     /// Mirrored pairs not compared, by reason (busy, budget): no part of
-    /// the match rate. `#[serde(default)]` reads reports written before.
+    /// the match rate. `#[serde(default)]` also reads reports without it.
     #[serde(default)]
     pub dropped: BTreeMap<String, u64>,
 }
@@ -102,10 +100,10 @@ impl WindowReport {
             comparisons: ComparisonReport {
                 compared: window.compared(),
                 match_rate: window.match_rate(),
-                outcomes: COMPARISON_RESULTS
+                outcomes: Outcome::ALL
                     .iter()
                     .zip(window.comparisons)
-                    .map(|(name, n)| (name.to_string(), n))
+                    .map(|(outcome, n)| (outcome.as_str().to_string(), n))
                     .collect(),
                 elements_matched: window.elements.matched,
                 elements_mismatched: window.elements.mismatched,

@@ -1,8 +1,9 @@
 //! Metric handles and log setup.
 //!
-//! Every Prometheus series is registered once, here, with labels from closed
-//! sets; the data path only bumps pre-built handles (atomics), never builds a
-//! key or takes a lock. Each proxy instance owns its own recorder instead of a
+//! Every Prometheus series is registered once, here, with labels from the
+//! closed sets of [`crate::labels`] (the only part of the crate it imports);
+//! the data path only bumps pre-built handles (atomics), never builds a key
+//! or takes a lock. Each proxy instance owns its own recorder instead of a
 //! process-global one, so tests can run several proxies in one process.
 
 use metrics::{
@@ -12,20 +13,10 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
-use crate::stats::window::{DropReason, FailureKind, STATUS_CLASSES, ShadowResult};
-
-/// Backends and roles in label order, matching the `[backend][role]` arrays.
-pub const BACKENDS: [&str; 2] = ["stable", "candidate"];
-pub const ROLES: [&str; 2] = ["serve", "shadow"];
-pub const PHASES: [&str; 5] = ["shadow", "canary", "paused", "promoted", "rolled_back"];
-pub const VERDICTS: [&str; 3] = ["pass", "fail", "hold"];
-pub const COMPARISON_RESULTS: [&str; 5] = [
-    "match",
-    "mismatch",
-    "stable_error",
-    "shadow_error",
-    "uncomparable",
-];
+pub use crate::labels::BACKENDS;
+use crate::labels::{
+    DropReason, FailureKind, Outcome, Phase, Role, ShadowResult, StatusClass, Verdict,
+};
 
 /// Latency buckets in seconds, from a fast in-memory model (1 ms) to a slow
 /// generative one (60 s).
@@ -198,24 +189,29 @@ pub struct FleetGauges {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// `[backend][role][status class]`
-    pub requests: [[[Counter; 6]; 2]; 2],
+    /// `[backend][role][status class]`, by [`BACKENDS`], [`Role::index`]
+    /// and [`StatusClass::index`].
+    pub requests: [[[Counter; StatusClass::COUNT]; Role::COUNT]; 2],
     /// `[backend][role]`
-    pub duration: [[Histogram; 2]; 2],
-    /// `[backend][role][failure kind]`
-    pub upstream_failures: [[[Counter; 5]; 2]; 2],
-    pub shadow: [Counter; 7],
-    pub comparisons: [Counter; 5],
-    /// In [`DropReason::ALL`] order.
-    pub comparisons_dropped: [Counter; 2],
+    pub duration: [[Histogram; Role::COUNT]; 2],
+    /// `[backend][role][failure kind]`, the last by [`FailureKind::index`].
+    pub upstream_failures: [[[Counter; FailureKind::COUNT]; Role::COUNT]; 2],
+    /// By [`ShadowResult::index`].
+    pub shadow: [Counter; ShadowResult::COUNT],
+    /// By [`Outcome::index`].
+    pub comparisons: [Counter; Outcome::COUNT],
+    /// By [`DropReason::index`].
+    pub comparisons_dropped: [Counter; DropReason::COUNT],
     pub shadow_buffered_bytes: Gauge,
     pub compare_queue_depth: Gauge,
     /// `[match, mismatch]`
     pub elements: [Counter; 2],
     pub match_ratio: Gauge,
     pub weight: Gauge,
-    pub phase: [Gauge; 5],
-    pub decisions: [Counter; 3],
+    /// By [`Phase::index`].
+    pub phase: [Gauge; Phase::COUNT],
+    /// By [`Verdict::index`].
+    pub decisions: [Counter; Verdict::COUNT],
     pub rollbacks: Counter,
     /// `[success, error]`
     pub reloads: [Counter; 2],
@@ -261,37 +257,36 @@ impl Metrics {
             }
         }
 
-        let per_backend_role = |f: &dyn Fn(&'static str, &'static str) -> [Counter; 6]| {
-            [0, 1].map(|b| [0, 1].map(|ro| f(BACKENDS[b], ROLES[ro])))
-        };
-        let requests = per_backend_role(&|backend, role| {
-            STATUS_CLASSES.map(|class| {
-                r.counter(
-                    "understudy_requests_total",
-                    &[
-                        ("backend", backend),
-                        ("role", role),
-                        ("status_class", class),
-                    ],
-                )
+        let requests = BACKENDS.map(|backend| {
+            Role::ALL.map(|role| {
+                StatusClass::ALL.map(|class| {
+                    r.counter(
+                        "understudy_requests_total",
+                        &[
+                            ("backend", backend),
+                            ("role", role.as_str()),
+                            ("status_class", class.as_str()),
+                        ],
+                    )
+                })
             })
         });
-        let duration = [0, 1].map(|b| {
-            [0, 1].map(|ro| {
+        let duration = BACKENDS.map(|backend| {
+            Role::ALL.map(|role| {
                 r.histogram(
                     "understudy_request_duration_seconds",
-                    &[("backend", BACKENDS[b]), ("role", ROLES[ro])],
+                    &[("backend", backend), ("role", role.as_str())],
                 )
             })
         });
-        let upstream_failures = [0, 1].map(|b| {
-            [0, 1].map(|ro| {
+        let upstream_failures = BACKENDS.map(|backend| {
+            Role::ALL.map(|role| {
                 FailureKind::ALL.map(|kind| {
                     r.counter(
                         "understudy_upstream_failures_total",
                         &[
-                            ("backend", BACKENDS[b]),
-                            ("role", ROLES[ro]),
+                            ("backend", backend),
+                            ("role", role.as_str()),
                             ("kind", kind.as_str()),
                         ],
                     )
@@ -304,8 +299,8 @@ impl Metrics {
             upstream_failures,
             shadow: ShadowResult::ALL
                 .map(|s| r.counter("understudy_shadow_total", &[("result", s.as_str())])),
-            comparisons: COMPARISON_RESULTS
-                .map(|c| r.counter("understudy_comparisons_total", &[("result", c)])),
+            comparisons: Outcome::ALL
+                .map(|o| r.counter("understudy_comparisons_total", &[("result", o.as_str())])),
             comparisons_dropped: DropReason::ALL.map(|d| {
                 r.counter(
                     "understudy_comparisons_dropped_total",
@@ -318,9 +313,14 @@ impl Metrics {
                 .map(|e| r.counter("understudy_prediction_elements_total", &[("result", e)])),
             match_ratio: r.gauge("understudy_match_ratio", &[]),
             weight: r.gauge("understudy_canary_weight_percent", &[]),
-            phase: PHASES.map(|p| r.gauge("understudy_rollout_phase", &[("phase", p)])),
-            decisions: VERDICTS
-                .map(|v| r.counter("understudy_rollout_decisions_total", &[("verdict", v)])),
+            phase: Phase::ALL
+                .map(|p| r.gauge("understudy_rollout_phase", &[("phase", p.as_str())])),
+            decisions: Verdict::ALL.map(|v| {
+                r.counter(
+                    "understudy_rollout_decisions_total",
+                    &[("verdict", v.as_str())],
+                )
+            }),
             rollbacks: r.counter("understudy_rollbacks_total", &[]),
             reloads: ["success", "error"]
                 .map(|res| r.counter("understudy_config_reloads_total", &[("result", res)])),
@@ -359,10 +359,11 @@ impl Metrics {
         }
     }
 
-    /// Sets `understudy_rollout_phase{phase}` to 1 for `phase` only.
+    /// Sets `understudy_rollout_phase{phase}` to 1 for the phase named
+    /// `phase` ([`Phase::as_str`]) only.
     pub fn set_phase(&self, phase: &str) {
-        for (name, gauge) in PHASES.iter().zip(&self.phase) {
-            gauge.set(if *name == phase { 1.0 } else { 0.0 });
+        for (p, gauge) in Phase::ALL.iter().zip(&self.phase) {
+            gauge.set(if p.as_str() == phase { 1.0 } else { 0.0 });
         }
     }
 
@@ -371,7 +372,6 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// Housekeeping the exporter needs periodically (histogram rollover).
     /// Registers the fleet gauges; only fleet mode exports them.
     pub fn fleet_gauges(&self) -> FleetGauges {
         let r = Registrar(&self.recorder);
@@ -382,6 +382,7 @@ impl Metrics {
         }
     }
 
+    /// Housekeeping the exporter needs periodically (histogram rollover).
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
     }

@@ -83,6 +83,7 @@
 //!   element on both sides; other rows (one-element rows such as class labels, strings,
 //!   objects) are compared by value.
 
+mod comparison;
 mod digits;
 mod extract;
 mod fast;
@@ -109,6 +110,8 @@ mod value;
 
 use serde_json::Value;
 
+pub use crate::labels::Outcome;
+pub use comparison::{Comparison, Difference, ElementCounts, reason};
 pub use render::MAX_CHARS;
 pub use spec::SpecError;
 
@@ -245,114 +248,6 @@ pub enum Observed<'a> {
         body: &'a [u8],
         truncated: bool,
     },
-}
-
-/// The verdict for one mirrored pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Match,
-    Mismatch,
-    StableError,
-    ShadowError,
-    Uncomparable,
-}
-
-impl Outcome {
-    /// Every outcome, e.g. to pre-register metric labels.
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Match,
-        Outcome::Mismatch,
-        Outcome::StableError,
-        Outcome::ShadowError,
-        Outcome::Uncomparable,
-    ];
-
-    /// The metric/label spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Match => "match",
-            Outcome::Mismatch => "mismatch",
-            Outcome::StableError => "stable_error",
-            Outcome::ShadowError => "shadow_error",
-            Outcome::Uncomparable => "uncomparable",
-        }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Per-row (per-element) agreement within one pair.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ElementCounts {
-    pub matched: u64,
-    pub mismatched: u64,
-}
-
-/// The first differing location: an RFC 6901 pointer into the stable document and both
-/// sides rendered (compact JSON, or a label / similarity in argmax / cosine mode), each
-/// at most [`MAX_CHARS`] characters.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Difference {
-    pub pointer: String,
-    pub stable: String,
-    pub candidate: String,
-}
-
-/// The result of comparing one pair.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Comparison {
-    pub outcome: Outcome,
-    /// Zero for error and uncomparable outcomes, and for a status mismatch.
-    pub elements: ElementCounts,
-    /// Some for Mismatch.
-    pub difference: Option<Difference>,
-    /// One of [`reason`]'s constants for Uncomparable.
-    pub reason: Option<&'static str>,
-}
-
-/// Why a pair was uncomparable (closed set).
-pub mod reason {
-    /// The stable body is not JSON (checked first when both are not).
-    pub const STABLE_NOT_JSON: &str = "stable_not_json";
-    /// The candidate body is not JSON.
-    pub const SHADOW_NOT_JSON: &str = "shadow_not_json";
-    /// A body exceeded the capture cap, so it was not seen whole.
-    pub const BODY_TRUNCATED: &str = "body_truncated";
-    /// The compared pointer exists in neither document.
-    pub const POINTER_MISSING: &str = "pointer_missing";
-}
-
-impl Comparison {
-    fn bare(outcome: Outcome, reason: Option<&'static str>) -> Comparison {
-        Comparison {
-            outcome,
-            elements: ElementCounts::default(),
-            difference: None,
-            reason,
-        }
-    }
-
-    fn matched(rows: u64) -> Comparison {
-        Comparison {
-            elements: ElementCounts {
-                matched: rows,
-                mismatched: 0,
-            },
-            ..Comparison::bare(Outcome::Match, None)
-        }
-    }
-
-    fn mismatched(elements: ElementCounts, difference: Difference) -> Comparison {
-        Comparison {
-            elements,
-            difference: Some(difference),
-            ..Comparison::bare(Outcome::Mismatch, None)
-        }
-    }
 }
 
 impl Comparator {

@@ -3,25 +3,12 @@
 //! are checked in `build_backends.rs`, single values in `values.rs`.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
 use super::raw::{RawCompare, RawConfig, RawRollout};
 use super::*;
 use crate::compare::{Comparator, CompareSpec};
-
-/// Default canary steps, in candidate percent: small first, so a bad
-/// candidate touches few users before the judge has evidence.
-pub const DEFAULT_STEPS: [f64; 4] = [5.0, 25.0, 50.0, 100.0];
-/// Minimum time per step: long enough to see a minute of traffic patterns.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
-/// Minimum samples per step before anything can pass.
-pub const DEFAULT_MIN_REQUESTS: u64 = 100;
-pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;
-pub const DEFAULT_MAX_LATENCY_INCREASE: f64 = 0.20;
-pub const DEFAULT_MIN_MATCH_RATE: f64 = 0.95;
-pub const DEFAULT_STATE_FILE: &str = "understudy-state.json";
 
 pub(super) fn build(
     text: &str,
@@ -400,7 +387,7 @@ impl Checker<'_> {
             max_latency_increase_ms: self.non_negative(
                 "rollout.max_latency_increase_ms",
                 raw.max_latency_increase_ms,
-                crate::rollout::judge::DEFAULT_LATENCY_SLACK_MS,
+                DEFAULT_LATENCY_SLACK_MS,
             ),
             min_match_rate: self.rate(
                 "rollout.min_match_rate",
@@ -408,14 +395,14 @@ impl Checker<'_> {
                 DEFAULT_MIN_MATCH_RATE,
             ),
             match_unit: match raw.match_unit.as_deref() {
-                None | Some("request") => crate::rollout::judge::MatchUnit::Request,
-                Some("row") => crate::rollout::judge::MatchUnit::Row,
+                None | Some("request") => MatchUnit::Request,
+                Some("row") => MatchUnit::Row,
                 Some(other) => {
                     self.problem(
                         "rollout.match_unit",
                         format!("expected \"request\" or \"row\", got {other:?}"),
                     );
-                    crate::rollout::judge::MatchUnit::Request
+                    MatchUnit::Request
                 }
             },
             state_file: PathBuf::from(raw.state_file.unwrap_or_else(|| DEFAULT_STATE_FILE.into())),

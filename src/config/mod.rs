@@ -11,6 +11,7 @@ mod build_backends;
 mod build_fleet;
 mod locate;
 mod raw;
+mod rollout_settings;
 mod values;
 
 use std::fmt;
@@ -22,6 +23,11 @@ use http::{HeaderName, Uri};
 
 use crate::compare::CompareSpec;
 use crate::split::StickyKey;
+pub use rollout_settings::{
+    DEFAULT_INTERVAL, DEFAULT_LATENCY_SLACK_MS, DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_MAX_LATENCY_INCREASE, DEFAULT_MIN_MATCH_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_STATE_FILE,
+    DEFAULT_STEPS, MatchUnit, Rollout,
+};
 
 /// The data-plane listen address when none is configured: every interface,
 /// the port most model gateways use.
@@ -253,23 +259,6 @@ pub enum ComparePriority {
     /// Normal priority: comparisons share the CPU with serving. For hosts
     /// where evidence matters more than client latency (a staging proxy).
     Normal,
-}
-
-#[derive(Debug, Clone)]
-pub struct Rollout {
-    pub steps: Vec<f64>,
-    pub interval: Duration,
-    pub min_requests: u64,
-    pub max_error_rate: f64,
-    pub max_latency_increase: f64,
-    /// Absolute latency slack in milliseconds (see the judge's tolerance).
-    pub max_latency_increase_ms: f64,
-    pub min_match_rate: f64,
-    /// `request` (default) or `row`: what `min_match_rate` counts.
-    pub match_unit: crate::rollout::judge::MatchUnit,
-    pub state_file: PathBuf,
-    pub max_step_duration: Option<Duration>,
-    pub webhook: Option<Uri>,
 }
 
 #[derive(Debug, Clone, Default)]

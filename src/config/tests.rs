@@ -277,7 +277,7 @@ fn latency_slack_and_match_unit_are_read_and_checked() {
     let config = build::build(&text, "t", None).expect("valid");
     let r = config.rollout.expect("rollout");
     assert_eq!(r.max_latency_increase_ms, 2.5);
-    assert_eq!(r.match_unit, crate::rollout::judge::MatchUnit::Row);
+    assert_eq!(r.match_unit, MatchUnit::Row);
     let bad = format!(
         "{MINIMAL}\n[backends.candidate]\nurl = \"http://127.0.0.1:8002\"\n\n[rollout]\n\
          max_latency_increase_ms = -1\nmatch_unit = \"rows\"\n"

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use crate::box_error::BoxError;
 use crate::toy::{infer_body, random_rows};
 
 /// Header carrying the simulated user, for sticky traffic-split demos.
@@ -36,7 +37,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const UNPACED_ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What to send, where, and how fast.
 #[derive(Clone, Debug, PartialEq)]

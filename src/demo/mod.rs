@@ -19,6 +19,7 @@ use crate::rollout::machine::Phase;
 use crate::server::{self, StartOptions};
 use crate::status::WindowReport;
 use crate::toy::{self, ToyModelConfig};
+use crate::units::ms_or_dash;
 use loadgen::{LoadConfig, LoadStats};
 
 /// Requests per second the demo sends: enough evidence for a step in a few
@@ -113,10 +114,10 @@ pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
                 .match_rate
                 .map(|r| format!("{:.1}%", r * 100.0))
                 .unwrap_or_else(|| "-".into()),
-            ms(window.stable.total.p50_ms),
-            ms(window.stable.total.p99_ms),
-            ms(window.candidate.total.p50_ms),
-            ms(window.candidate.total.p99_ms),
+            ms_or_dash(window.stable.total.p50_ms),
+            ms_or_dash(window.stable.total.p99_ms),
+            ms_or_dash(window.candidate.total.p50_ms),
+            ms_or_dash(window.candidate.total.p99_ms),
         );
         if let Some(decisions) = status["decisions"].as_array() {
             for decision in decisions.iter().skip(seen_decisions) {
@@ -177,8 +178,8 @@ pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
                 b.serve.requests,
                 b.shadow.requests,
                 b.total.errors,
-                ms(b.total.p50_ms),
-                ms(b.total.p99_ms)
+                ms_or_dash(b.total.p50_ms),
+                ms_or_dash(b.total.p99_ms)
             );
         }
     }
@@ -190,12 +191,6 @@ pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
         None => {}
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn ms(value: Option<f64>) -> String {
-    value
-        .map(|v| format!("{v:.1}ms"))
-        .unwrap_or_else(|| "-".into())
 }
 
 fn demo_config(stable: &str, candidate: &str, state_file: &std::path::Path) -> String {

@@ -23,10 +23,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::durable::{Announcement, Durability, StateWriter};
-use super::judge::{JudgeInput, Looks, SideWindow, Verdict};
+use super::judge::{CombinedWindow, JudgeInput, Looks, Thresholds, Verdict};
 use super::machine::{Change, Decision, Phase, RolloutMachine, RolloutSettings};
 use super::persist::{self, LoadError};
-use super::webhook::Webhook;
+use super::webhook::{Webhook, WebhookTask};
 use crate::config::{self, Config};
 use crate::routing::Routing;
 use crate::split;
@@ -103,21 +103,16 @@ pub struct RolloutHandle {
 /// The background task that judges the window every second.
 pub struct RolloutTask {
     shared: Arc<Shared>,
+    /// The webhook's delivery task until the server takes it to spawn
+    /// (in fleet mode too, where this task itself never runs).
+    webhook: Option<WebhookTask>,
 }
 
 /// Converts the config's `[rollout]` into the machine's settings.
 pub fn settings_from(rollout: &config::Rollout) -> RolloutSettings {
     RolloutSettings {
         steps: rollout.steps.clone(),
-        thresholds: super::judge::Thresholds {
-            min_requests: rollout.min_requests,
-            interval: rollout.interval,
-            max_error_rate: rollout.max_error_rate,
-            max_latency_increase: rollout.max_latency_increase,
-            max_latency_increase_ms: rollout.max_latency_increase_ms,
-            min_match_rate: rollout.min_match_rate,
-            match_unit: rollout.match_unit,
-        },
+        thresholds: Thresholds::from(rollout),
         max_step_duration: rollout.max_step_duration,
     }
 }
@@ -176,6 +171,7 @@ pub fn start(
         metrics.state_persist_failures.clone(),
         metrics.state_file_behind.clone(),
     );
+    let (webhook, webhook_task) = rollout.webhook.clone().map(Webhook::channel).unzip();
     let shared = Arc::new(Shared {
         machine: Mutex::new(machine),
         routing,
@@ -183,7 +179,7 @@ pub fn start(
         metrics,
         writer,
         identity,
-        webhook: rollout.webhook.clone().map(Webhook::spawn),
+        webhook,
         clock,
     });
     shared.apply_routing(&shared.lock().state().clone());
@@ -191,7 +187,10 @@ pub fn start(
         RolloutHandle {
             shared: shared.clone(),
         },
-        RolloutTask { shared },
+        RolloutTask {
+            shared,
+            webhook: webhook_task,
+        },
     ))
 }
 
@@ -272,12 +271,7 @@ impl Shared {
         let webhook = self.webhook.clone();
         Some(Box::new(move || {
             if let Some(decision) = &decision {
-                let index = match decision.verdict {
-                    Verdict::Pass => 0,
-                    Verdict::Fail => 1,
-                    Verdict::Hold => 2,
-                };
-                metrics.decisions[index].increment(1);
+                metrics.decisions[decision.verdict.index()].increment(1);
                 tracing::info!(
                     target: "understudy::decision",
                     verdict = ?decision.verdict,
@@ -300,6 +294,12 @@ impl Shared {
 }
 
 impl RolloutTask {
+    /// The webhook's delivery task (when `rollout.webhook` is set), for the
+    /// caller to spawn with its shutdown token; `None` once taken.
+    pub fn take_webhook(&mut self) -> Option<WebhookTask> {
+        self.webhook.take()
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         tracing::info!("rollout controller started");
         let mut tick = tokio::time::interval(TICK);
@@ -368,25 +368,7 @@ pub(crate) fn judge(
     window: &WindowStats,
 ) -> Option<Change> {
     let elapsed = Duration::from_millis(now.saturating_sub(machine.state().step_started_ms));
-    let stable = window.stable.combined();
-    let candidate = window.candidate.combined();
-    let input = JudgeInput {
-        stable: side(&stable),
-        candidate: side(&candidate),
-        compared: window.compared(),
-        matched: window.comparisons_of(crate::compare::Outcome::Match),
-        elapsed,
-        looks: Looks::EveryTick,
-        rows: window.row_clusters,
-    };
+    let combined = CombinedWindow::of(window);
+    let input = JudgeInput::from_window(&combined, elapsed, Looks::EveryTick);
     machine.evaluate(now, &input)
-}
-
-fn side(stats: &crate::stats::RoleStats) -> SideWindow<'_> {
-    SideWindow {
-        requests: stats.requests(),
-        errors: stats.errors(),
-        client_errors: stats.client_errors(),
-        latency_us: &stats.latency_us,
-    }
 }

@@ -54,16 +54,23 @@ mod evidence;
 pub mod latency;
 pub mod paired;
 pub mod rows;
+mod rules;
 pub(crate) mod stats;
 #[cfg(test)]
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_rules;
+mod thresholds;
 
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
+pub use thresholds::Thresholds;
 
+pub use crate::config::MatchUnit;
+pub use crate::labels::Verdict;
 pub use crate::stats::window::RowClusters;
+use crate::stats::window::{RoleStats, WindowStats};
+use rules::{Line, errors_rule, interval_rule, match_rule, volume_rule};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -74,10 +81,6 @@ pub const PASS_CONFIDENCE: f64 = 0.95;
 /// The latency quantile reported per side (the judged one depends on the
 /// sample size, see [`latency`]).
 pub const LATENCY_QUANTILE: f64 = 0.99;
-/// Default absolute latency slack in milliseconds: half a millisecond is
-/// far below what a person notices, yet above the tens of microseconds a
-/// sub-millisecond backend's p99 moves by between two hosts.
-pub const DEFAULT_LATENCY_SLACK_MS: f64 = 0.5;
 
 /// What one backend handled in the window: requests it served *and* shadowed.
 #[derive(Clone, Copy, Debug)]
@@ -111,65 +114,64 @@ pub struct JudgeInput<'a> {
     pub rows: RowClusters,
 }
 
-/// Thresholds a step is judged against. Missing fields deserialize to the
-/// defaults; `interval` is in seconds (a float).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Thresholds {
-    /// Candidate requests (and compared responses) needed before a pass.
-    pub min_requests: u64,
-    /// Minimum time in a step before a pass.
-    #[serde(with = "secs_f64")]
-    pub interval: Duration,
-    /// Highest acceptable candidate error rate (0..=1).
-    pub max_error_rate: f64,
-    /// Highest acceptable relative latency increase over stable (0.2 = +20%).
-    pub max_latency_increase: f64,
-    /// Absolute latency slack in milliseconds: the candidate may always be
-    /// this much slower than stable (0 = the relative threshold alone).
-    pub max_latency_increase_ms: f64,
-    /// Lowest acceptable share of matching responses (0..=1).
-    pub min_match_rate: f64,
-    /// What `min_match_rate` counts: whole responses or prediction rows.
-    pub match_unit: MatchUnit,
+/// What the judge reads from a window of statistics: each backend's traffic
+/// with its serving and shadow roles merged (in every phase one backend
+/// serves and the other shadows, so the judge compares all the traffic each
+/// handled), and the comparisons. Owns the merged histograms that a
+/// [`JudgeInput`] borrows.
+#[derive(Clone, Debug)]
+pub struct CombinedWindow {
+    /// Stable's served and shadowed requests together.
+    pub stable: RoleStats,
+    /// The candidate's served and shadowed requests together.
+    pub candidate: RoleStats,
+    /// Responses compared (matched + mismatched).
+    pub compared: u64,
+    /// Compared responses that matched.
+    pub matched: u64,
+    /// Per-request row sums, for `match_unit = "row"`.
+    pub rows: RowClusters,
 }
 
-/// The unit the match criterion counts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchUnit {
-    /// A response matches when every compared part of it matches.
-    #[default]
-    Request,
-    /// Each prediction row of a batch counts, with a bound that allows
-    /// for rows of one request being alike ([`rows`]).
-    Row,
-}
-
-impl Default for Thresholds {
-    fn default() -> Self {
+impl CombinedWindow {
+    pub fn of(window: &WindowStats) -> Self {
         Self {
-            min_requests: 100,
-            interval: Duration::from_secs(60),
-            max_error_rate: 0.05,
-            max_latency_increase: 0.20,
-            max_latency_increase_ms: DEFAULT_LATENCY_SLACK_MS,
-            min_match_rate: 0.95,
-            match_unit: MatchUnit::Request,
+            stable: window.stable.combined(),
+            candidate: window.candidate.combined(),
+            compared: window.compared(),
+            matched: window.comparisons_of(crate::labels::Outcome::Match),
+            rows: window.row_clusters,
         }
     }
 }
 
-/// Outcome of judging a window (or of one criterion).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Credibly within every threshold, with enough data and time.
-    Pass,
-    /// Credibly outside a threshold.
-    Fail,
-    /// Not enough evidence either way.
-    Hold,
+impl<'a> SideWindow<'a> {
+    /// One backend's counts and latency as the judge reads them.
+    pub fn of(stats: &'a RoleStats) -> Self {
+        Self {
+            requests: stats.requests(),
+            errors: stats.errors(),
+            client_errors: stats.client_errors(),
+            latency_us: &stats.latency_us,
+        }
+    }
+}
+
+impl<'a> JudgeInput<'a> {
+    /// The input for a window merged by [`CombinedWindow::of`], `elapsed`
+    /// into its step and looked at `looks` times: what a live rollout, a
+    /// fleet leader and a validation run all judge.
+    pub fn from_window(window: &'a CombinedWindow, elapsed: Duration, looks: Looks) -> Self {
+        Self {
+            stable: SideWindow::of(&window.stable),
+            candidate: SideWindow::of(&window.candidate),
+            compared: window.compared,
+            matched: window.matched,
+            elapsed,
+            looks,
+            rows: window.rows,
+        }
+    }
 }
 
 /// A verdict with its human-readable reasons and all the numbers behind it.
@@ -288,214 +290,4 @@ const CRITERIA: [&str; 5] = ["interval", "volume", "errors", "latency", "match"]
 pub(crate) fn slack_us(t: &Thresholds) -> f64 {
     let us = t.max_latency_increase_ms * 1000.0;
     if us.is_finite() && us > 0.0 { us } else { 0.0 }
-}
-
-/// A duration as a person reads it: `0s`, `90s`, `1.5s`, `250ms`.
-pub fn human_duration(d: Duration) -> String {
-    if d.is_zero() {
-        "0s".to_owned()
-    } else if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
-
-type Line = (Verdict, String);
-
-fn pct(x: f64) -> String {
-    format!("{:.2}%", x * 100.0)
-}
-
-fn pct_opt(x: Option<f64>) -> String {
-    x.map_or_else(|| "n/a".to_owned(), pct)
-}
-
-fn interval_rule(input: &JudgeInput, t: &Thresholds) -> Line {
-    // Whole seconds read better and the rule only needs a lower bound.
-    let have = input.elapsed.as_secs();
-    let need = human_duration(t.interval);
-    if input.elapsed >= t.interval {
-        (
-            Verdict::Pass,
-            format!("interval: {have}s in step >= {need}"),
-        )
-    } else {
-        (
-            Verdict::Hold,
-            format!("interval: need {need} in step, have {have}s"),
-        )
-    }
-}
-
-fn volume_rule(e: &Evidence, t: &Thresholds) -> Line {
-    let (reqs, compared, need) = (e.candidate.requests, e.matching.total, t.min_requests);
-    let mut missing = Vec::new();
-    if reqs < need {
-        missing.push(format!("need {need} candidate requests, have {reqs}"));
-    }
-    if compared < need {
-        missing.push(format!("need {need} compared responses, have {compared}"));
-    }
-    if missing.is_empty() {
-        let msg = format!("volume: {reqs} candidate requests and {compared} compared >= {need}");
-        (Verdict::Pass, msg)
-    } else {
-        (Verdict::Hold, format!("volume: {}", missing.join("; ")))
-    }
-}
-
-fn errors_rule(e: &Evidence, t: &Thresholds) -> Line {
-    let (c, s, max) = (&e.candidate.errors, &e.stable.errors, t.max_error_rate);
-    if c.total == 0 {
-        return (
-            Verdict::Hold,
-            "errors: no candidate requests yet".to_owned(),
-        );
-    }
-    let what = format!(
-        "candidate error rate {} ({} of {})",
-        pct_opt(c.rate),
-        c.hits,
-        c.total
-    );
-    let above = c.p_above <= 1.0 - FAIL_CONFIDENCE;
-    // No stable data means no sign of a shared outage: the absolute test decides.
-    let worse_than_stable = e.error_excess_lower.is_none_or(|d| d > 0.0);
-    let p_above = format!("P(>={} | {}) = {}", c.hits, pct(max), p_value(c.p_above));
-    if above && worse_than_stable {
-        let msg = format!(
-            "errors: {what} credibly above max {} ({p_above}) and above stable's {} \
-             (excess lower bound {})",
-            pct(max),
-            pct_opt(s.rate),
-            pct_opt(e.error_excess_lower),
-        );
-        (Verdict::Fail, msg)
-    } else if above {
-        let msg = format!(
-            "errors: {what} credibly above max {} but stable errors too ({} of {}): \
-             shared outage, not blaming the candidate",
-            pct(max),
-            s.hits,
-            s.total,
-        );
-        (Verdict::Hold, msg)
-    } else {
-        let p_below = format!("P(<={} | {}) = {}", c.hits, pct(max), p_value(c.p_below));
-        let credible = c.p_below <= 1.0 - PASS_CONFIDENCE;
-        rate_line(credible, format!("errors: {what}"), "<= max", max, p_below)
-    }
-}
-
-/// Pass or hold line for a rate that is not failing.
-fn rate_line(credible: bool, what: String, rel: &str, threshold: f64, test: String) -> Line {
-    if credible {
-        (
-            Verdict::Pass,
-            format!("{what} credibly {rel} {} ({test})", pct(threshold)),
-        )
-    } else {
-        let need = p_value(1.0 - PASS_CONFIDENCE);
-        let msg = format!(
-            "{what} not yet credibly {rel} {} ({test}, need <= {need})",
-            pct(threshold)
-        );
-        (Verdict::Hold, msg)
-    }
-}
-
-fn p_value(p: f64) -> String {
-    if p < 0.0001 {
-        "<0.01%".to_owned()
-    } else {
-        pct(p)
-    }
-}
-
-fn match_rule(e: &Evidence, t: &Thresholds) -> Line {
-    if t.match_unit == MatchUnit::Row {
-        return row_match_rule(e.row_matching.as_ref(), t);
-    }
-    let (m, min) = (&e.matching, t.min_match_rate);
-    if m.total == 0 {
-        return (Verdict::Hold, "match: no compared responses yet".to_owned());
-    }
-    let what = format!(
-        "match: match rate {} ({} of {})",
-        pct_opt(m.rate),
-        m.hits,
-        m.total
-    );
-    if m.p_below <= 1.0 - FAIL_CONFIDENCE {
-        let test = format!("P(<={} | {}) = {}", m.hits, pct(min), p_value(m.p_below));
-        (
-            Verdict::Fail,
-            format!("{what} credibly below min {} ({test})", pct(min)),
-        )
-    } else {
-        let test = format!("P(>={} | {}) = {}", m.hits, pct(min), p_value(m.p_above));
-        rate_line(
-            m.p_above <= 1.0 - PASS_CONFIDENCE,
-            what,
-            ">= min",
-            min,
-            test,
-        )
-    }
-}
-
-/// Serde for a `Duration` as float seconds; rejects negative or non-finite.
-mod secs_f64 {
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let secs = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| D::Error::custom(format!("interval must be >= 0 seconds, got {secs}")))
-    }
-}
-
-/// The match criterion on prediction rows, with the clustered bound.
-fn row_match_rule(r: Option<&rows::RowEvidence>, t: &Thresholds) -> Line {
-    let min = t.min_match_rate;
-    let Some(r) = r else {
-        return (
-            Verdict::Hold,
-            "match (rows): no compared rows yet".to_owned(),
-        );
-    };
-    let what = format!(
-        "match (rows): agreement {} ({} of {} rows in {} requests, design effect {:.2}, worth \
-         {:.0} independent rows)",
-        pct(r.rate),
-        r.matched,
-        r.rows,
-        r.requests,
-        r.design_effect,
-        r.effective_rows
-    );
-    if r.p_below <= 1.0 - FAIL_CONFIDENCE {
-        let test = format!("P(<= | {}) = {}", pct(min), p_value(r.p_below));
-        (
-            Verdict::Fail,
-            format!("{what} credibly below min {} ({test})", pct(min)),
-        )
-    } else {
-        let test = format!("P(>= | {}) = {}", pct(min), p_value(r.p_above));
-        rate_line(
-            r.p_above <= 1.0 - PASS_CONFIDENCE,
-            what,
-            ">= min",
-            min,
-            test,
-        )
-    }
 }

@@ -20,10 +20,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::compare::{Difference, ElementCounts, Outcome};
+pub use crate::labels::Role;
+use crate::labels::StatusClass;
 use crate::split::Backend;
 use crate::telemetry::Metrics;
 pub use window::{BackendStats, DropReason, FailureKind, RoleStats, ShadowResult, WindowStats};
-use window::{ERROR_CLASS, outcome_index, status_class};
 
 /// Events buffered between the data path and the stats task: at 50k req/s
 /// (several events each) far more than one drain tick's worth.
@@ -36,27 +37,8 @@ const DRAIN_EVERY: Duration = Duration::from_millis(5);
 const SLOTS: usize = 6;
 const SLOT_LENGTH: Duration = Duration::from_secs(10);
 
-/// Serving clients, or shadowing a request served by the other backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Serve,
-    Shadow,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Serve => "serve",
-            Role::Shadow => "shadow",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
+/// Index of a backend in the metrics' `[backend]` arrays, in
+/// [`crate::labels::BACKENDS`] order.
 fn backend_index(backend: Backend) -> usize {
     match backend {
         Backend::Stable => 0,
@@ -404,7 +386,7 @@ impl StatsTask {
 
     fn on_response(&mut self, backend: Backend, role: Role, status: u16, latency: Duration) {
         let m = &self.metrics;
-        let class = status_class(status);
+        let class = StatusClass::of(status).index();
         let (b, r) = (backend_index(backend), role.index());
         m.requests[b][r][class].increment(1);
         m.duration[b][r].record(latency.as_secs_f64());
@@ -424,7 +406,7 @@ impl StatsTask {
         // head; other failures are requests without one.
         let counts_request = !matches!(kind, FailureKind::Body | FailureKind::Grpc);
         if counts_request {
-            m.requests[b][r][ERROR_CLASS].increment(1);
+            m.requests[b][r][StatusClass::Error.index()].increment(1);
             m.duration[b][r].record(latency.as_secs_f64());
         }
         let micros = latency.as_micros().max(1) as u64;
@@ -432,7 +414,7 @@ impl StatsTask {
             let stats = role_stats(w, backend, role);
             stats.failures[kind.index()] += 1;
             if counts_request {
-                stats.by_class[ERROR_CLASS] += 1;
+                stats.by_class[StatusClass::Error.index()] += 1;
                 stats.latency_us.saturating_record(micros);
             }
         }
@@ -452,7 +434,7 @@ impl StatsTask {
         mismatch: Option<Box<MismatchRecord>>,
     ) {
         let m = &self.metrics;
-        let index = outcome_index(outcome);
+        let index = outcome.index();
         m.comparisons[index].increment(1);
         m.elements[0].increment(elements.matched);
         m.elements[1].increment(elements.mismatched);

@@ -5,7 +5,8 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::compare::{ElementCounts, Outcome};
+use crate::compare::ElementCounts;
+pub use crate::labels::{DropReason, FailureKind, Outcome, ShadowResult, StatusClass};
 use crate::split::Backend;
 
 /// Highest latency a histogram tracks: five minutes, in microseconds. Larger
@@ -22,51 +23,6 @@ pub fn latency_histogram() -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
-/// Why a request to a backend yielded no usable response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureKind {
-    /// Could not connect (refused, unreachable, connect timeout).
-    Connect,
-    /// No response head within the timeout.
-    Timeout,
-    /// Connection broke or the backend spoke broken HTTP.
-    Protocol,
-    /// The head arrived but the body broke off.
-    Body,
-    /// A gRPC call ended with `grpc-status` other than 0 (OK), in the
-    /// trailers or a trailers-only response.
-    Grpc,
-}
-
-impl FailureKind {
-    pub const ALL: [FailureKind; 5] = [
-        Self::Connect,
-        Self::Timeout,
-        Self::Protocol,
-        Self::Body,
-        Self::Grpc,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Timeout => "timeout",
-            Self::Protocol => "protocol",
-            Self::Body => "body",
-            Self::Grpc => "grpc",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// The status classes counted per backend; `error` is "no response".
-pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
-pub const ERROR_CLASS: usize = 5;
-
 /// True when gRPC metadata says the call failed: `grpc-status` present and
 /// not `0` (OK).
 pub fn grpc_failed(headers: &http::HeaderMap) -> bool {
@@ -75,24 +31,14 @@ pub fn grpc_failed(headers: &http::HeaderMap) -> bool {
         .is_some_and(|status| status.as_bytes() != b"0")
 }
 
-/// Index into [`STATUS_CLASSES`] for an HTTP status.
-pub fn status_class(status: u16) -> usize {
-    match status {
-        100..=199 => 0,
-        200..=299 => 1,
-        300..=399 => 2,
-        400..=499 => 3,
-        _ => 4,
-    }
-}
-
 /// One backend in one role (serving clients, or shadowing).
 #[derive(Debug, Clone)]
 pub struct RoleStats {
-    /// Requests by [`STATUS_CLASSES`] index.
-    pub by_class: [u64; 6],
-    /// Failures by [`FailureKind`] (a body failure also has a status class).
-    pub failures: [u64; 5],
+    /// Requests by [`StatusClass::index`].
+    pub by_class: [u64; StatusClass::COUNT],
+    /// Failures by [`FailureKind::index`] (a body failure also has a status
+    /// class).
+    pub failures: [u64; FailureKind::COUNT],
     /// Time to the response head, in microseconds.
     pub latency_us: Histogram<u64>,
 }
@@ -100,8 +46,8 @@ pub struct RoleStats {
 impl Default for RoleStats {
     fn default() -> Self {
         Self {
-            by_class: [0; 6],
-            failures: [0; 5],
+            by_class: [0; StatusClass::COUNT],
+            failures: [0; FailureKind::COUNT],
             latency_us: latency_histogram(),
         }
     }
@@ -116,14 +62,14 @@ impl RoleStats {
     /// gRPC calls: what the rollout judge counts against a backend. 4xx are
     /// the client's fault.
     pub fn errors(&self) -> u64 {
-        self.by_class[4]
-            + self.by_class[ERROR_CLASS]
+        self.by_class[StatusClass::ServerError.index()]
+            + self.by_class[StatusClass::Error.index()]
             + self.failures[FailureKind::Body.index()]
             + self.failures[FailureKind::Grpc.index()]
     }
 
     pub fn client_errors(&self) -> u64 {
-        self.by_class[3]
+        self.by_class[StatusClass::ClientError.index()]
     }
 
     pub fn merge(&mut self, other: &RoleStats) {
@@ -165,86 +111,10 @@ impl BackendStats {
     }
 }
 
-/// What happened to each request chosen for mirroring.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShadowResult {
-    /// The shadow request was sent and answered (any status).
-    Sent,
-    /// `shadow.max_in_flight` mirrors were already running.
-    DroppedOverload,
-    /// The comparison queue was full, so the mirror was not started: its
-    /// answer could only have been dropped.
-    DroppedBusy,
-    /// Mirrors in flight held half of `shadow.max_buffered_bytes` (the
-    /// rest is for their answers), or the request body did not fit it.
-    DroppedBudget,
-    /// The request body exceeded `shadow.max_body_bytes` (or never completed).
-    SkippedBody,
-    /// The path is not in `shadow.routes`.
-    SkippedRoute,
-    /// The shadow request failed: connect error, timeout, reset.
-    Error,
-}
-
-impl ShadowResult {
-    pub const ALL: [ShadowResult; 7] = [
-        Self::Sent,
-        Self::DroppedOverload,
-        Self::DroppedBusy,
-        Self::DroppedBudget,
-        Self::SkippedBody,
-        Self::SkippedRoute,
-        Self::Error,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sent => "sent",
-            Self::DroppedOverload => "dropped_overload",
-            Self::DroppedBusy => "dropped_busy",
-            Self::DroppedBudget => "dropped_budget",
-            Self::SkippedBody => "skipped_body",
-            Self::SkippedRoute => "skipped_route",
-            Self::Error => "error",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Why a mirrored pair was not compared. A dropped pair is no comparison:
-/// it changes no match rate; its shadow's answer still counts as latency
-/// and error evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DropReason {
-    /// The comparison queue was full.
-    Busy,
-    /// The answers did not fit `shadow.max_buffered_bytes`.
-    Budget,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 2] = [Self::Busy, Self::Budget];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Busy => "busy",
-            Self::Budget => "budget",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Index of a comparison outcome in [`Outcome::ALL`] order.
+/// Index of a comparison outcome in [`WindowStats::comparisons`]; the same
+/// as [`Outcome::index`], kept for callers that index windows by function.
 pub fn outcome_index(outcome: Outcome) -> usize {
-    Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0)
+    outcome.index()
 }
 
 /// Everything counted in one window.
@@ -252,13 +122,13 @@ pub fn outcome_index(outcome: Outcome) -> usize {
 pub struct WindowStats {
     pub stable: BackendStats,
     pub candidate: BackendStats,
-    /// Comparison outcomes in [`Outcome::ALL`] order.
-    pub comparisons: [u64; 5],
+    /// Comparison outcomes by [`Outcome::index`].
+    pub comparisons: [u64; Outcome::COUNT],
     pub elements: ElementCounts,
-    /// Mirror outcomes in [`ShadowResult::ALL`] order.
-    pub shadow: [u64; 7],
-    /// Pairs not compared, in [`DropReason::ALL`] order.
-    pub compare_dropped: [u64; 2],
+    /// Mirror outcomes by [`ShadowResult::index`].
+    pub shadow: [u64; ShadowResult::COUNT],
+    /// Pairs not compared, by [`DropReason::index`].
+    pub compare_dropped: [u64; DropReason::COUNT],
     /// Per-request sums behind a clustered per-row agreement bound.
     pub row_clusters: RowClusters,
 }
@@ -338,7 +208,7 @@ impl WindowStats {
     }
 
     pub fn comparisons_of(&self, outcome: Outcome) -> u64 {
-        self.comparisons[outcome_index(outcome)]
+        self.comparisons[outcome.index()]
     }
 
     /// Pairs whose predictions were compared (match + mismatch).

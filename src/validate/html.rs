@@ -12,8 +12,9 @@ use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
-use super::report::{Report, ms, pct};
+use super::report::Report;
 use crate::stats::window::WindowStats;
+use crate::units::{ms_or_dash, pct, pct_or_dash};
 
 const CSS: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:960px;\
 color:#1f2937;padding:0 1em}h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em}\
@@ -102,27 +103,31 @@ fn numbers(h: &mut String, r: &Report) {
         r.requests,
         r.skipped_lines,
         r.compared,
-        pct(r.match_rate),
-        pct(Some(r.match_rate_ci[0])),
-        pct(Some(r.match_rate_ci[1])),
+        pct_or_dash(r.match_rate),
+        pct(r.match_rate_ci[0]),
+        pct(r.match_rate_ci[1]),
         r.elements.matched,
         r.elements.matched + r.elements.mismatched,
-        pct(r.elements.agreement),
+        pct_or_dash(r.elements.agreement),
         r.duration_secs,
     );
     h.push_str("<table><tr><th></th><th>stable</th><th>candidate</th></tr>");
     let (s, c) = (&r.stable, &r.candidate);
     let rows = [
         ("requests", s.requests.to_string(), c.requests.to_string()),
-        ("error rate", pct(s.error_rate), pct(c.error_rate)),
+        (
+            "error rate",
+            pct_or_dash(s.error_rate),
+            pct_or_dash(c.error_rate),
+        ),
         (
             "4xx",
             s.client_errors.to_string(),
             c.client_errors.to_string(),
         ),
-        ("p50", ms(s.p50_ms), ms(c.p50_ms)),
-        ("p90", ms(s.p90_ms), ms(c.p90_ms)),
-        ("p99", ms(s.p99_ms), ms(c.p99_ms)),
+        ("p50", ms_or_dash(s.p50_ms), ms_or_dash(c.p50_ms)),
+        ("p90", ms_or_dash(s.p90_ms), ms_or_dash(c.p90_ms)),
+        ("p99", ms_or_dash(s.p99_ms), ms_or_dash(c.p99_ms)),
     ];
     for (name, a, b) in rows {
         let _ = write!(h, "<tr><td>{name}</td><td>{a}</td><td>{b}</td></tr>");

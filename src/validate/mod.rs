@@ -150,17 +150,10 @@ pub async fn run(args: ValidateArgs) -> ExitCode {
 /// The thresholds of the shadow gate (`[rollout]`, defaults when absent),
 /// with no time minimum: a replay has no time dimension.
 fn thresholds_of(rollout: Option<&config::Rollout>) -> Thresholds {
-    let mut t = Thresholds::default();
-    if let Some(r) = rollout {
-        t.min_requests = r.min_requests;
-        t.max_error_rate = r.max_error_rate;
-        t.max_latency_increase = r.max_latency_increase;
-        t.max_latency_increase_ms = r.max_latency_increase_ms;
-        t.min_match_rate = r.min_match_rate;
-        t.match_unit = r.match_unit;
+    Thresholds {
+        interval: Duration::ZERO,
+        ..rollout.map(Thresholds::from).unwrap_or_default()
     }
-    t.interval = Duration::ZERO;
-    t
 }
 
 /// Everything a run needs, checked before the first request.
@@ -355,7 +348,7 @@ impl Progress {
         let w = &tally.window;
         let done = tally.replayed;
         let of = self.total.map(|t| format!("/{t}")).unwrap_or_default();
-        let rate = report::pct(w.match_rate());
+        let rate = crate::units::pct_or_dash(w.match_rate());
         let (se, ce) = (w.stable.serve.errors(), w.candidate.serve.errors());
         let mut out = std::io::stdout().lock();
         let _ = write!(

@@ -16,7 +16,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::compare::{Comparator, Comparison, Difference, Observed};
-use crate::stats::window::{self, ERROR_CLASS, FailureKind, RoleStats, WindowStats};
+use crate::labels::{FailureKind, StatusClass};
+use crate::stats::window::{RoleStats, WindowStats};
 use crate::upstream::Upstream;
 
 use super::input::Numbered;
@@ -73,7 +74,7 @@ impl Answer {
         match *self {
             Answer::Failed { kind, latency } => {
                 stats.failures[kind.index()] += 1;
-                stats.by_class[ERROR_CLASS] += 1;
+                stats.by_class[StatusClass::Error.index()] += 1;
                 stats.latency_us.saturating_record(micros(latency));
             }
             Answer::Response {
@@ -82,7 +83,7 @@ impl Answer {
                 latency,
                 ..
             } => {
-                stats.by_class[window::status_class(status)] += 1;
+                stats.by_class[StatusClass::of(status).index()] += 1;
                 stats.latency_us.saturating_record(micros(latency));
                 if body_failed {
                     stats.failures[FailureKind::Body.index()] += 1;
@@ -260,7 +261,7 @@ impl Tally {
         exchange.stable.count(&mut w.stable.serve);
         exchange.candidate.count(&mut w.candidate.serve);
         let comparison = exchange.comparison;
-        w.comparisons[window::outcome_index(comparison.outcome)] += 1;
+        w.comparisons[comparison.outcome.index()] += 1;
         w.elements.matched += comparison.elements.matched;
         w.elements.mismatched += comparison.elements.mismatched;
         w.row_clusters.record(&comparison.elements);

@@ -14,10 +14,11 @@ use serde::Serialize;
 use crate::compare::Outcome;
 use crate::rollout::judge::paired::{self, PairedTest};
 use crate::rollout::judge::{
-    self, Check, Evidence, JudgeInput, Looks, SideWindow, Thresholds, Verdict,
+    self, Check, CombinedWindow, Evidence, JudgeInput, Looks, Thresholds, Verdict,
 };
 use crate::stats::window::{FailureKind, RoleStats};
 use crate::status::RoleReport;
+use crate::units::{ms_or_dash, pct, pct_or_dash};
 
 use super::replay::{MismatchExample, Tally};
 
@@ -87,17 +88,10 @@ impl Report {
     /// Judges the replay with the shadow gate's thresholds.
     pub fn build(tally: &Tally, thresholds: &Thresholds, info: &RunInfo) -> Report {
         let w = &tally.window;
-        let (stable, candidate) = (w.stable.combined(), w.candidate.combined());
-        let input = JudgeInput {
-            stable: side(&stable),
-            candidate: side(&candidate),
-            compared: w.compared(),
-            matched: w.comparisons_of(Outcome::Match),
-            // A replay has no time dimension; the thresholds' interval is 0.
-            elapsed: info.elapsed,
-            looks: Looks::Once,
-            rows: w.row_clusters,
-        };
+        let combined = CombinedWindow::of(w);
+        let (stable, candidate) = (&combined.stable, &combined.candidate);
+        // A replay has no time dimension; the thresholds' interval is 0.
+        let input = JudgeInput::from_window(&combined, info.elapsed, Looks::Once);
         let judgement = judge::judge(&input, thresholds);
         let paired_latency = paired::measure(
             &tally.latency_pairs,
@@ -121,7 +115,7 @@ impl Report {
                 tally.replayed
             ));
         }
-        for (name, stats) in [("stable", &stable), ("candidate", &candidate)] {
+        for (name, stats) in [("stable", stable), ("candidate", candidate)] {
             reasons.extend(health(name, stats, thresholds.max_error_rate));
         }
         let hold = judgement.verdict == Verdict::Hold;
@@ -163,8 +157,8 @@ impl Report {
                 mismatched: w.elements.mismatched,
                 agreement: (rows > 0).then(|| w.elements.matched as f64 / rows as f64),
             },
-            stable: RoleReport::from_stats(&stable),
-            candidate: RoleReport::from_stats(&candidate),
+            stable: RoleReport::from_stats(stable),
+            candidate: RoleReport::from_stats(candidate),
             mismatches,
             evidence: judgement.evidence,
             checks,
@@ -202,8 +196,8 @@ impl Report {
         line(format!(
             "{:<14}{:>12}{:>12}",
             "error rate",
-            pct(s.error_rate),
-            pct(c.error_rate)
+            pct_or_dash(s.error_rate),
+            pct_or_dash(c.error_rate)
         ));
         line(format!(
             "{:<14}{:>12}{:>12}",
@@ -214,16 +208,20 @@ impl Report {
             ("p90", s.p90_ms, c.p90_ms),
             ("p99", s.p99_ms, c.p99_ms),
         ] {
-            line(format!("{name:<14}{:>12}{:>12}", ms(a), ms(b)));
+            line(format!(
+                "{name:<14}{:>12}{:>12}",
+                ms_or_dash(a),
+                ms_or_dash(b)
+            ));
         }
         line(String::new());
         line(format!(
             "match rate    {} of {} compared = {} (95% CI {} – {})",
             self.outcomes["match"],
             self.compared,
-            pct(self.match_rate),
-            pct(Some(self.match_rate_ci[0])),
-            pct(Some(self.match_rate_ci[1]))
+            pct_or_dash(self.match_rate),
+            pct(self.match_rate_ci[0]),
+            pct(self.match_rate_ci[1])
         ));
         let outcomes: Vec<String> = self
             .outcomes
@@ -236,7 +234,7 @@ impl Report {
             "elements      {} of {} rows agree ({})",
             self.elements.matched,
             self.elements.matched + self.elements.mismatched,
-            pct(self.elements.agreement)
+            pct_or_dash(self.elements.agreement)
         ));
         for m in self.mismatches.iter().take(5) {
             line(format!(
@@ -300,23 +298,4 @@ fn health(name: &str, stats: &RoleStats, max_error_rate: f64) -> Option<String> 
         "{name} errors: {errors} of {requests} requests failed ({}){hint}",
         kinds.join(", ")
     ))
-}
-
-fn side(stats: &RoleStats) -> SideWindow<'_> {
-    SideWindow {
-        requests: stats.requests(),
-        errors: stats.errors(),
-        client_errors: stats.client_errors(),
-        latency_us: &stats.latency_us,
-    }
-}
-
-/// A rate as a percentage, "-" without data.
-pub fn pct(rate: Option<f64>) -> String {
-    rate.map_or_else(|| "-".into(), |r| format!("{:.2}%", r * 100.0))
-}
-
-/// Milliseconds, "-" without data.
-pub fn ms(value: Option<f64>) -> String {
-    value.map_or_else(|| "-".into(), |v| format!("{v:.1}ms"))
 }

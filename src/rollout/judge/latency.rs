@@ -14,6 +14,7 @@
 //! early: today's distribution-free p99 bounds are checked at every size.
 
 use super::{FAIL_CONFIDENCE, Verdict, stats};
+use crate::units::us_as_ms_or_na;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -224,13 +225,6 @@ pub fn name(q: f64) -> String {
     format!("p{}", (q * 100.0).round() as u64)
 }
 
-fn ms(us: Option<u64>) -> String {
-    us.map_or_else(
-        || "n/a".to_owned(),
-        |us| format!("{:.2}ms", us as f64 / 1000.0),
-    )
-}
-
 /// Lower confidence bound at [`FAIL_CONFIDENCE`] of ln(candidate / stable)
 /// and the log limit, for one quantile; `None` without an interval.
 fn ratio_lower(
@@ -268,10 +262,10 @@ pub fn rule(
                 "latency {}: candidate {} vs stable {}: candidate lower bound {} > stable upper \
                  bound {} plus tolerance {slack}",
                 name(q),
-                ms(c.point_us),
-                ms(s.point_us),
-                ms(Some(lo)),
-                ms(Some(hi)),
+                us_as_ms_or_na(c.point_us),
+                us_as_ms_or_na(s.point_us),
+                us_as_ms_or_na(Some(lo)),
+                us_as_ms_or_na(Some(hi)),
             );
             return (Verdict::Fail, msg);
         }
@@ -288,8 +282,8 @@ pub fn rule(
     let what = format!(
         "latency {}: candidate {} vs stable {} (ratio {})",
         name(q),
-        ms(t.candidate.point_us),
-        ms(t.stable.point_us),
+        us_as_ms_or_na(t.candidate.point_us),
+        us_as_ms_or_na(t.stable.point_us),
         t.log_ratio
             .map_or_else(|| "n/a".to_owned(), |d| format!("{:.2}", d.exp())),
     );
@@ -315,8 +309,8 @@ pub fn rule(
                     "latency {}: candidate {} vs stable {}: {:.0}% lower bound of the ratio \
                      {:.2} > allowed {:.2} ({slack})",
                     name(q),
-                    ms(c.point_us),
-                    ms(s.point_us),
+                    us_as_ms_or_na(c.point_us),
+                    us_as_ms_or_na(s.point_us),
                     FAIL_CONFIDENCE * 100.0,
                     lower.exp(),
                     lim.exp()

@@ -4,7 +4,6 @@
 
 use crate::rollout::judge::{Evidence, Thresholds, Verdict};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::time::Duration;
 
 /// The decision log keeps this many entries (oldest dropped first).
@@ -12,52 +11,14 @@ pub const MAX_DECISIONS: usize = 100;
 /// A changed hold is logged at most this often (ms) within one step.
 pub const HOLD_LOG_MIN_GAP_MS: u64 = 30_000;
 
-/// Where the rollout is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// Stable serves everything; the candidate gets mirrored traffic.
-    Shadow,
-    /// The candidate serves a weighted share, stepping up.
-    Canary,
-    /// Automation stopped; the weight is held until resumed.
-    Paused,
-    /// The candidate serves everything. Final.
-    Promoted,
-    /// The candidate serves nothing. Final.
-    RolledBack,
-}
+pub use crate::labels::Phase;
 
+// `Phase` is a label set (defined in `labels`, so metrics can name every
+// phase); what a phase means for the machine lives here.
 impl Phase {
-    /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 5] = [
-        Phase::Shadow,
-        Phase::Canary,
-        Phase::Paused,
-        Phase::Promoted,
-        Phase::RolledBack,
-    ];
-
-    /// The snake_case name, as serialized.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Shadow => "shadow",
-            Phase::Canary => "canary",
-            Phase::Paused => "paused",
-            Phase::Promoted => "promoted",
-            Phase::RolledBack => "rolled_back",
-        }
-    }
-
     /// Promoted or rolled back: nothing more happens automatically.
     pub fn is_finished(self) -> bool {
         matches!(self, Phase::Promoted | Phase::RolledBack)
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
