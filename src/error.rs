@@ -6,10 +6,12 @@
 //! failures only the serving backend's reach a client; shadow failures are
 //! counted outcomes (see `mirror`), never errors here.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::StatusCode;
 
-use crate::proxy::body::BodyError;
+use crate::box_error::BoxError;
 use crate::upstream::UpstreamError;
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,32 @@ impl ProxyError {
 
 /// A request body that failed on its way to the backend failed by the
 /// client's doing: too large, broken off, or too slow.
+/// Errors a forwarded body can end with, told apart so the proxy knows
+/// whose fault a failed exchange was.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The body grew past `listen.max_body_bytes`.
+    #[error("body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// The body's source sent nothing for too long (a stalled upload).
+    #[error("body sent nothing for {timeout:?}")]
+    Idle { timeout: Duration },
+    /// The buffered part of a request body did not arrive within
+    /// `listen.request_buffer_timeout` (an upload too slow as a whole).
+    #[error("body not received within {timeout:?}")]
+    Deadline { timeout: Duration },
+    /// The body's own source broke off (for a request: the client).
+    #[error("body stream broke off: {0}")]
+    Source(#[source] BoxError),
+}
+
+impl BodyError {
+    /// Finds a `BodyError` anywhere in an error's source chain.
+    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
+        std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
+    }
+}
+
 impl From<&BodyError> for ProxyError {
     fn from(error: &BodyError) -> Self {
         match error {

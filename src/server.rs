@@ -101,7 +101,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
             Some(handle)
         }
         None => {
-            metrics.set_phase("shadow");
+            metrics.set_phase(crate::labels::Phase::Shadow);
             None
         }
     };

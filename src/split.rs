@@ -26,6 +26,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Its position in per-backend arrays, the order of
+    /// [`crate::labels::BACKENDS`].
+    pub fn index(self) -> usize {
+        match self {
+            Backend::Stable => 0,
+            Backend::Candidate => 1,
+        }
+    }
+
     /// "stable" or "candidate" (for metrics labels and logs).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -195,6 +204,14 @@ pub fn choose_with<R: Rng>(weight_bp: u32, key: Option<&[u8]>, rng: &mut R) -> B
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_backend_index_is_its_place_among_the_backend_labels() {
+        for backend in [Backend::Stable, Backend::Candidate] {
+            assert_eq!(crate::labels::BACKENDS[backend.index()], backend.as_str());
+        }
+    }
+
     use super::*;
     use http::HeaderValue;
     use rand::SeedableRng;

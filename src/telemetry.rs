@@ -359,11 +359,10 @@ impl Metrics {
         }
     }
 
-    /// Sets `understudy_rollout_phase{phase}` to 1 for the phase named
-    /// `phase` ([`Phase::as_str`]) only.
-    pub fn set_phase(&self, phase: &str) {
+    /// Sets `understudy_rollout_phase{phase}` to 1 for `phase` only.
+    pub fn set_phase(&self, phase: Phase) {
         for (p, gauge) in Phase::ALL.iter().zip(&self.phase) {
-            gauge.set(if p.as_str() == phase { 1.0 } else { 0.0 });
+            gauge.set(if *p == phase { 1.0 } else { 0.0 });
         }
     }
 

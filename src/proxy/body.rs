@@ -20,33 +20,8 @@ use tokio::time::Sleep;
 
 use crate::upstream::{BodyProgress, ProgressReporter, body_progress};
 
-/// Errors a forwarded body can end with, told apart so the proxy knows
-/// whose fault a failed exchange was.
-#[derive(Debug, thiserror::Error)]
-pub enum BodyError {
-    /// The body grew past `listen.max_body_bytes`.
-    #[error("body exceeds the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
-    /// The body's source sent nothing for too long (a stalled upload).
-    #[error("body sent nothing for {timeout:?}")]
-    Idle { timeout: Duration },
-    /// The buffered part of a request body did not arrive within
-    /// `listen.request_buffer_timeout` (an upload too slow as a whole).
-    #[error("body not received within {timeout:?}")]
-    Deadline { timeout: Duration },
-    /// The body's own source broke off (for a request: the client).
-    #[error("body stream broke off: {0}")]
-    Source(#[source] BoxError),
-}
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl BodyError {
-    /// Finds a `BodyError` anywhere in an error's source chain.
-    pub fn find<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
-        std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref())
-    }
-}
+pub use crate::box_error::BoxError;
+pub use crate::error::BodyError;
 
 /// A body that forwards `inner` and enforces an optional size limit and an
 /// optional idle timeout, reporting its progress when asked to.

@@ -14,7 +14,7 @@ use crate::split::Backend;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
 use crate::upstream::{UpstreamBody, grpc_failed};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::box_error::BoxError;
 
 /// A serving backend's response body (its request body streams from the
 /// client).

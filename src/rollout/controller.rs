@@ -228,7 +228,7 @@ impl Shared {
         self.routing
             .set(split::weight_to_bp(state.weight), mirroring);
         self.metrics.weight.set(state.weight);
-        self.metrics.set_phase(state.phase.as_str());
+        self.metrics.set_phase(state.phase);
     }
 
     /// Applies and records a change; called with the machine locked so

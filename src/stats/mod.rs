@@ -39,13 +39,6 @@ const SLOT_LENGTH: Duration = Duration::from_secs(10);
 
 /// Index of a backend in the metrics' `[backend]` arrays, in
 /// [`crate::labels::BACKENDS`] order.
-fn backend_index(backend: Backend) -> usize {
-    match backend {
-        Backend::Stable => 0,
-        Backend::Candidate => 1,
-    }
-}
-
 /// One recent mismatch, for `GET /mismatches`. Holds the first differing
 /// location and the two values there, never whole bodies.
 #[derive(Debug, Clone, Serialize)]
@@ -387,7 +380,7 @@ impl StatsTask {
     fn on_response(&mut self, backend: Backend, role: Role, status: u16, latency: Duration) {
         let m = &self.metrics;
         let class = StatusClass::of(status).index();
-        let (b, r) = (backend_index(backend), role.index());
+        let (b, r) = (backend.index(), role.index());
         m.requests[b][r][class].increment(1);
         m.duration[b][r].record(latency.as_secs_f64());
         let micros = latency.as_micros().max(1) as u64;
@@ -400,7 +393,7 @@ impl StatsTask {
 
     fn on_failure(&mut self, backend: Backend, role: Role, kind: FailureKind, latency: Duration) {
         let m = &self.metrics;
-        let (b, r) = (backend_index(backend), role.index());
+        let (b, r) = (backend.index(), role.index());
         m.upstream_failures[b][r][kind.index()].increment(1);
         // A broken body or failed gRPC call already counted its response
         // head; other failures are requests without one.

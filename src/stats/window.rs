@@ -23,14 +23,6 @@ pub fn latency_histogram() -> Histogram<u64> {
         .expect("constant histogram bounds are valid")
 }
 
-/// True when gRPC metadata says the call failed: `grpc-status` present and
-/// not `0` (OK).
-pub fn grpc_failed(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-status")
-        .is_some_and(|status| status.as_bytes() != b"0")
-}
-
 /// One backend in one role (serving clients, or shadowing).
 #[derive(Debug, Clone)]
 pub struct RoleStats {

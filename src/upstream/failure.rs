@@ -4,7 +4,7 @@
 //! failed ([`grpc_failed`]).
 
 use super::UpstreamError;
-use crate::stats::window::FailureKind;
+use crate::labels::FailureKind;
 
 impl UpstreamError {
     /// How this failure is counted.

@@ -78,7 +78,7 @@ pub enum UpstreamError {
     },
 }
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::box_error::BoxError;
 
 /// How requests reach the backend. Built once per worker and backend, so
 /// the size difference between the variants costs nothing.
