@@ -29,8 +29,11 @@
 //! * [`fleet`] (cargo feature `fleet`) runs one rollout across many
 //!   replicas through etcd: shared evidence, one fenced leader, one state.
 //!
-//! `compare`, `split`, `stats::window` and the rollout judge import nothing
-//! of the proxy: they are pure and reused by validation runs.
+//! `compare`, `split`, `stats`, `capture`, `config` and `labels` import
+//! nothing of the request path (`listener`, `proxy`, `mirror`, `record`) or
+//! the control plane (`rollout`, `fleet`, `admin`, `server`): they are
+//! reused by validation runs. `tests/architecture.rs` checks that, and that
+//! the modules import each other without a cycle.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
