@@ -92,10 +92,15 @@ fn validate_config(dir: &harness::TempDir, toys: &Toys) -> PathBuf {
     path
 }
 
-/// One `understudy validate` run with a JSON report; returns the run and
-/// the report.
-async fn validate_once(config: &str, traffic: &str, report: PathBuf) -> (Run, Value) {
-    let args = [
+/// One `understudy validate` run with a JSON report at `report` (and
+/// more reports at `more`); returns the run and the JSON report.
+async fn validate_once(
+    config: &str,
+    traffic: &str,
+    report: PathBuf,
+    more: &[PathBuf],
+) -> (Run, Value) {
+    let mut args = vec![
         "-c",
         config,
         "--requests",
@@ -105,6 +110,9 @@ async fn validate_once(config: &str, traffic: &str, report: PathBuf) -> (Run, Va
         "--report",
         s(&report),
     ];
+    for path in more {
+        args.extend(["--report", s(path)]);
+    }
     let run = validate(&args).await;
     let json = read_json(&report);
     (run, json)
@@ -130,7 +138,7 @@ async fn validate_passes_equal_toy_models_in_20_of_20_runs() {
     let mut verdicts = Vec::new();
     for run in 0..RUNS {
         let report = dir.path(&format!("run-{run}.json"));
-        let (run, report) = validate_once(s(&config), s(&traffic), report).await;
+        let (run, report) = validate_once(s(&config), s(&traffic), report, &[]).await;
         let latency = check(&report, "latency");
         verdicts.push(latency["verdict"].clone());
         if run.code != Some(0) || report["verdict"] != "pass" || latency["verdict"] != "pass" {
@@ -163,7 +171,14 @@ async fn validate_fails_a_candidate_one_and_a_half_times_slower() {
     let traffic = record_traffic(&dir, &rows(REQUESTS)).await;
     let toys = Toys::start(MODEL, MODEL * 3 / 2).await;
     let config = validate_config(&dir, &toys);
-    let (run, report) = validate_once(s(&config), s(&traffic), dir.path("slow.json")).await;
+    let html = dir.path("slow.html");
+    let (run, report) = validate_once(
+        s(&config),
+        s(&traffic),
+        dir.path("slow.json"),
+        std::slice::from_ref(&html),
+    )
+    .await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert_eq!(report["verdict"], "fail", "{report:#}");
     let latency = check(&report, "latency");
@@ -175,6 +190,19 @@ async fn validate_fails_a_candidate_one_and_a_half_times_slower() {
         assert_eq!(check(&report, criterion)["verdict"], "pass", "{report:#}");
     }
     assert!(run.stdout.contains("verdict: FAIL"), "{}", run.stdout);
+    // The page lists every criterion with its verdict, not only the one
+    // that failed: that the predictions agreed is in plain sight.
+    let page = std::fs::read_to_string(&html).unwrap();
+    for (criterion, verdict) in [
+        ("interval", "pass"),
+        ("volume", "pass"),
+        ("errors", "pass"),
+        ("latency", "fail"),
+        ("match", "pass"),
+    ] {
+        let row = format!("<tr><td>{criterion}</td><td>{verdict}</td>");
+        assert!(page.contains(&row), "no {row} in {page}");
+    }
     println!("{reason}");
 }
 
@@ -266,6 +294,21 @@ async fn live_proxy(dir: &harness::TempDir, stable: &str, candidate: &str) -> ha
     harness::Binary::start(&path, &[]).await
 }
 
+/// `understudy status` against `admin`: its standard output.
+async fn status_command(admin: &str) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
+        .args(["status", "--admin", admin])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("understudy status did not exit within 30s")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The latency check of `/status.current`.
 fn current_latency(status: &Value) -> String {
     status["current"]["checks"]
@@ -287,6 +330,15 @@ async fn sub_millisecond_fakes_pass_the_live_shadow_gate_within_interval_plus_10
     // ~1 000 req/s, as in the field report this reproduces.
     let load = Load::start(&proxy.url, 8, Some(Duration::from_millis(8)));
     let deadline = INTERVAL + Duration::from_secs(10);
+    // While the interval runs the gate holds, and `understudy status` says
+    // why, criterion by criterion.
+    harness::wait_json(&status_url, INTERVAL, |s| s["current"]["checks"].is_array()).await;
+    let shown = status_command(&proxy.admin).await;
+    assert!(shown.contains("now: hold"), "{shown}");
+    for criterion in ["interval", "volume", "errors", "latency", "match"] {
+        assert!(shown.contains(&format!("\n  {criterion} ")), "{shown}");
+    }
+    assert!(shown.contains("in step, have"), "{shown}");
     let left = harness::wait_json(&status_url, deadline + Duration::from_secs(5), |s| {
         s["phase"] != "shadow"
     })

@@ -290,12 +290,14 @@ pub(crate) fn slack_us(t: &Thresholds) -> f64 {
     if us.is_finite() && us > 0.0 { us } else { 0.0 }
 }
 
-/// A duration as a person reads it: `0s`, `90s`, `1.5s`, `250ms`.
+/// A duration as a person reads it: `0s`, `90s`, `1.5s`, `250ms`, `500µs`.
 pub fn human_duration(d: Duration) -> String {
     if d.is_zero() {
         "0s".to_owned()
     } else if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
+    } else if d < Duration::from_millis(1) {
+        format!("{}µs", d.as_micros())
     } else if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else {

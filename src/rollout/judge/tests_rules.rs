@@ -85,6 +85,7 @@ fn durations_read_like_a_person_writes_them() {
     assert_eq!(human_duration(Duration::from_secs(60)), "60s");
     assert_eq!(human_duration(Duration::from_millis(1_500)), "1.5s");
     assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+    assert_eq!(human_duration(Duration::from_micros(500)), "500µs");
     let mut w = Window::healthy(2_000);
     w.elapsed_secs = 1;
     let t = Thresholds {
