@@ -12,10 +12,7 @@
 //! Every threshold is the default one except `interval`, shortened so the
 //! live gate can pass within seconds.
 
-mod harness;
 mod support;
-
-mod validate_support;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,11 +21,14 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 use serde_json::Value;
-use support::{FakeUpstream, Reply, http_client, try_send};
+use support::harness;
+use support::harness::validate::{
+    INFER, REQUESTS, Run, read_json, record_traffic, rows, s, validate,
+};
+use support::{FakeUpstream, Reply, http_client, try_send, wait_json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use understudy::toy::{self, ToyModel, ToyModelConfig};
-use validate_support::{INFER, REQUESTS, Run, read_json, record_traffic, rows, s, validate};
 
 /// How many `validate` runs must all pass. They run one after another:
 /// two at once on a busy two-core machine put tens of milliseconds of
@@ -310,15 +310,7 @@ async fn live_proxy(dir: &harness::TempDir, stable: &str, candidate: &str) -> ha
 
 /// `understudy status` against `admin`: its standard output.
 async fn status_command(admin: &str) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_understudy"))
-        .args(["status", "--admin", admin])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("understudy status did not exit within 30s")
-        .unwrap();
+    let out = harness::run_cli(&["status", "--admin", admin]).await;
     assert!(out.status.success(), "{out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -346,14 +338,14 @@ async fn sub_millisecond_fakes_pass_the_live_shadow_gate_within_interval_plus_10
     let deadline = INTERVAL + Duration::from_secs(10);
     // While the interval runs the gate holds, and `understudy status` says
     // why, criterion by criterion.
-    harness::wait_json(&status_url, INTERVAL, |s| s["current"]["checks"].is_array()).await;
+    wait_json(&status_url, INTERVAL, |s| s["current"]["checks"].is_array()).await;
     let shown = status_command(&proxy.admin).await;
     assert!(shown.contains("now: hold"), "{shown}");
     for criterion in ["interval", "volume", "errors", "latency", "match"] {
         assert!(shown.contains(&format!("\n  {criterion} ")), "{shown}");
     }
     assert!(shown.contains("in step, have"), "{shown}");
-    let left = harness::wait_json(&status_url, deadline + Duration::from_secs(5), |s| {
+    let left = wait_json(&status_url, deadline + Duration::from_secs(5), |s| {
         s["phase"] != "shadow"
     })
     .await;
@@ -387,7 +379,7 @@ async fn a_candidate_one_and_a_half_times_slower_is_rolled_back_live_on_latency(
     let status_url = format!("{}/status", proxy.admin);
     let started = Instant::now();
     let load = Load::start(&proxy.url, 24, None);
-    let ended = harness::wait_json(&status_url, Duration::from_secs(40), |s| {
+    let ended = wait_json(&status_url, Duration::from_secs(40), |s| {
         s["phase"] != "shadow"
     })
     .await;
