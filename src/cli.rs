@@ -197,7 +197,12 @@ pub fn render_status(v: &Value) -> String {
         "phase {}  weight {}%  step {}\n",
         v["phase"].as_str().unwrap_or("?"),
         v["weight"],
-        v["step"]
+        // No step outside canary (`null` in the JSON).
+        if v["step"].is_null() {
+            "-".to_owned()
+        } else {
+            v["step"].to_string()
+        }
     ));
     let window = &v["cumulative"];
     out.push_str(&format!(
@@ -353,6 +358,10 @@ mod tests {
             ]}
         });
         let text = render_status(&status);
+        assert!(
+            text.starts_with("phase shadow  weight 0.0%  step -\n"),
+            "{text}"
+        );
         assert!(text.contains("now: hold"), "{text}");
         assert!(
             text.contains("  interval  pass  interval: 61s in step >= 60s"),

@@ -43,12 +43,14 @@ pub fn us_as_ms_or_na(micros: Option<u64>) -> String {
     )
 }
 
-/// A duration as a person reads it: `0s`, `90s`, `1.5s`, `250ms`.
+/// A duration as a person reads it: `0s`, `90s`, `1.5s`, `250ms`, `500µs`.
 pub fn human_duration(d: Duration) -> String {
     if d.is_zero() {
         "0s".to_owned()
     } else if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
+    } else if d < Duration::from_millis(1) {
+        format!("{}µs", d.as_micros())
     } else if d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else {
@@ -82,5 +84,6 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(60)), "60s");
         assert_eq!(human_duration(Duration::from_millis(1_500)), "1.5s");
         assert_eq!(human_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(human_duration(Duration::from_micros(500)), "500µs");
     }
 }

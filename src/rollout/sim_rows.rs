@@ -17,6 +17,9 @@ const MIN_MATCH: f64 = 0.95;
 const REQUESTS: u64 = 200;
 const MAX_ROWS: u64 = 32;
 const RUNS: u64 = 1_000;
+/// Runs at the threshold itself, where the false-pass rate is read against
+/// 5% with no slack: 4 000 runs put one Monte-Carlo standard error at 0.35%.
+const RUNS_AT_THRESHOLD: u64 = 4_000;
 
 fn normal(rng: &mut SmallRng) -> f64 {
     // Box–Muller; one of the pair is enough here.
@@ -56,6 +59,25 @@ fn request_agreement(rng: &mut SmallRng, p: f64, rho: f64) -> f64 {
     if a + b > 0.0 { a / (a + b) } else { p }
 }
 
+/// Binomial(n, q) by inverting its CDF with one uniform (one draw instead
+/// of n keeps the simulation fast in debug builds).
+fn binomial(rng: &mut SmallRng, n: u64, q: f64) -> u64 {
+    if q >= 1.0 {
+        return n;
+    }
+    let u = rng.random::<f64>();
+    let odds = q / (1.0 - q);
+    let mut pmf = (1.0 - q).powi(n as i32);
+    let mut cdf = pmf;
+    let mut x = 0;
+    while u > cdf && x < n {
+        pmf *= odds * (n - x) as f64 / (x + 1) as f64;
+        x += 1;
+        cdf += pmf;
+    }
+    x
+}
+
 fn verdict(e: &RowEvidence) -> Verdict {
     if e.p_below <= 1.0 - FAIL_CONFIDENCE {
         Verdict::Fail
@@ -82,15 +104,15 @@ fn as_independent(c: &RowClusters) -> RowClusters {
 }
 
 /// (clustered, independent) verdict shares (pass, fail) over the runs.
-fn shares(p: f64, rho: f64, seed: u64) -> ((f64, f64), (f64, f64)) {
-    let mut v = Vec::with_capacity(RUNS as usize);
-    for run in 0..RUNS {
+fn shares(p: f64, rho: f64, seed: u64, runs: u64) -> ((f64, f64), (f64, f64)) {
+    let mut v = Vec::with_capacity(runs as usize);
+    for run in 0..runs {
         let mut rng = SmallRng::seed_from_u64(seed * 1_000_000 + run);
         let mut c = RowClusters::default();
         for _ in 0..REQUESTS {
             let rows = rng.random_range(1..=MAX_ROWS);
             let q = request_agreement(&mut rng, p, rho);
-            let matched = (0..rows).filter(|_| rng.random::<f64>() < q).count() as u64;
+            let matched = binomial(&mut rng, rows, q);
             c.record(&ElementCounts {
                 matched,
                 mismatched: rows - matched,
@@ -118,13 +140,19 @@ fn shares(p: f64, rho: f64, seed: u64) -> ((f64, f64), (f64, f64)) {
 #[test]
 fn clustered_row_bound_keeps_its_error_rates_when_rows_are_correlated() {
     println!(
-        "rows: {REQUESTS} requests of 1..={MAX_ROWS} rows, min {MIN_MATCH}, {RUNS} runs; \
-         P(pass) P(fail) clustered | rows as independent"
+        "rows: {REQUESTS} requests of 1..={MAX_ROWS} rows, min {MIN_MATCH}, {RUNS} runs \
+         ({RUNS_AT_THRESHOLD} at the threshold); P(pass) P(fail) clustered | rows as independent"
     );
     let mut missed = Vec::new();
-    for (i, rho) in [0.0, 0.05, 0.2, 0.5].into_iter().enumerate() {
+    for (i, rho) in [0.0, 0.05, 0.1, 0.2, 0.5].into_iter().enumerate() {
         for (j, p) in [0.90, 0.95, 0.99].into_iter().enumerate() {
-            let ((pass, fail), (flat_pass, flat_fail)) = shares(p, rho, 10 * i as u64 + j as u64);
+            let runs = if p == MIN_MATCH {
+                RUNS_AT_THRESHOLD
+            } else {
+                RUNS
+            };
+            let ((pass, fail), (flat_pass, flat_fail)) =
+                shares(p, rho, 10 * i as u64 + j as u64, runs);
             println!(
                 "  agreement {p:.2} rho {rho:.2}: clustered pass {:5.1}% fail {:5.1}% | \
                  independent pass {:5.1}% fail {:5.1}%",
@@ -133,20 +161,17 @@ fn clustered_row_bound_keeps_its_error_rates_when_rows_are_correlated() {
                 flat_pass * 100.0,
                 flat_fail * 100.0
             );
-            // At the threshold neither decision may be wrong much more often
-            // than its confidence allows; off it, neither wrong decision.
-            // The pass allows 6.5%, not 5%: with ρ = 0.2 the clustered
-            // bound passes 6.0% of windows at the threshold (rows taken as
-            // independent: 23%), the one place it misses its nominal level.
+            // At the threshold neither decision may be wrong more often than
+            // its confidence allows (a fail gets one Monte-Carlo standard
+            // error of slack, a pass none); off it, neither wrong decision.
             let (max_pass, max_fail) = if p == MIN_MATCH {
-                (0.065, 1.0 - FAIL_CONFIDENCE)
+                (1.0 - PASS_CONFIDENCE, 1.0 - FAIL_CONFIDENCE)
             } else if p < MIN_MATCH {
                 (1.0 - PASS_CONFIDENCE, 1.0)
             } else {
                 (1.0, 1.0 - FAIL_CONFIDENCE)
             };
-            // One Monte-Carlo standard error of slack on 1 000 runs.
-            let se = |a: f64| (a * (1.0 - a) / RUNS as f64).sqrt();
+            let se = |a: f64| (a * (1.0 - a) / runs as f64).sqrt();
             if pass > max_pass || fail > max_fail + se(max_fail) {
                 missed.push(format!("p {p} rho {rho}: pass {pass} fail {fail}"));
             }
@@ -158,7 +183,9 @@ fn clustered_row_bound_keeps_its_error_rates_when_rows_are_correlated() {
 #[test]
 fn the_clustered_bound_still_decides_clear_cases() {
     // 0.99 against 0.95 passes and 0.90 fails, even with strong clustering.
-    let ((pass, _), _) = shares(0.99, 0.2, 900);
-    let ((_, fail), _) = shares(0.90, 0.2, 901);
-    assert!(pass >= 0.9 && fail >= 0.9, "pass {pass} fail {fail}");
+    // A pass reads the variance at its upper bound, which costs ~2 points
+    // of passes here (about 90% instead of 92%, 4 000 runs).
+    let ((pass, _), _) = shares(0.99, 0.2, 900, RUNS);
+    let ((_, fail), _) = shares(0.90, 0.2, 901, RUNS);
+    assert!(pass >= 0.85 && fail >= 0.9, "pass {pass} fail {fail}");
 }
