@@ -41,7 +41,7 @@ pub(super) async fn send(
     // each time and registers it in tokio's timer wheel whenever that step
     // has to wait.
     let mut head = None;
-    let exchange = exchange(job, request, backend, started, &mut head);
+    let exchange = exchange(job, request, backend, &mut head);
     let result = match tokio::time::timeout_at(started + job.timeout, exchange).await {
         Ok(result) => result,
         Err(_) if head.is_none() => Err(Broke::Head(job.target.timed_out(job.timeout))),
@@ -124,18 +124,19 @@ async fn exchange(
     job: &MirrorJob,
     request: Request<Full<Bytes>>,
     backend: Backend,
-    started: Instant,
     head: &mut Option<ShadowHead>,
 ) -> Result<Collected, Broke> {
-    let response = job
+    let (response, sent) = job
         .target
         .send_unbounded(request)
         .await
         .map_err(Broke::Head)?;
+    // Timed from the request going out, as the serving side is: a shadow
+    // that waited for a connection is not a slower model.
     *head = Some(ShadowHead {
         backend,
         status: response.status().as_u16(),
-        latency: started.elapsed(),
+        latency: sent.elapsed(),
     });
     let mut grpc_failed = upstream::grpc_failed(response.headers());
     let mut body = response.into_body();

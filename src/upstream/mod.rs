@@ -228,17 +228,22 @@ where
         let slot = self.slot(timeout).await?;
         match tokio::time::timeout(timeout, self.request(request, slot)).await {
             Err(_) => Err(self.timed_out(timeout)),
-            Ok(result) => result,
+            Ok(result) => result.map(|(response, _)| response),
         }
     }
 
     /// Sends `request` with no time limit of its own, for a caller that
     /// bounds the whole exchange, head and body, with one deadline. Waiting
     /// for an in-flight slot is still bounded by the backend's timeout.
+    /// Returns the response and the instant the request went out on a
+    /// ready connection: the backend's latency is measured from there, as
+    /// [`Upstream::send_streaming`] measures it from the end of the body, so
+    /// neither side's latency includes the proxy's own queueing, pool
+    /// checkout or connection setup.
     pub async fn send_unbounded(
         &self,
         request: Request<B>,
-    ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
+    ) -> Result<(Response<UpstreamBody<B>>, Instant), UpstreamError> {
         let slot = self.slot(self.timeout).await?;
         self.request(request, slot).await
     }
@@ -271,7 +276,7 @@ where
         loop {
             tokio::select! {
                 biased;
-                result = &mut response => return result.map(|r| (r, started)),
+                result = &mut response => return result.map(|(r, _)| (r, started)),
                 _ = progress.ended() => break,
                 _ = &mut timer => {
                     let polls = progress.polls();
@@ -287,7 +292,7 @@ where
         timer.as_mut().reset(body_sent + timeout);
         tokio::select! {
             biased;
-            result = &mut response => result.map(|r| (r, body_sent)),
+            result = &mut response => result.map(|(r, _)| (r, body_sent)),
             _ = &mut timer => Err(self.timed_out(timeout)),
         }
     }
@@ -311,19 +316,28 @@ where
         }
     }
 
-    /// One exchange up to the response head, without a time limit.
+    /// One exchange up to the response head, without a time limit, and the
+    /// instant the request went out: on the HTTP/1 pool once a connection
+    /// is ready for it; through hyper-util's client (which checks out its
+    /// connection inside) when it is handed over.
     async fn request(
         &self,
         request: Request<B>,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
+    ) -> Result<(Response<UpstreamBody<B>>, Instant), UpstreamError> {
         match &self.transport {
             Transport::Http1 { pool, host } => self.request_http1(pool, host, request, slot).await,
-            Transport::Client(client) => match client.request(request).await {
-                Ok(response) => Ok(response.map(|body| UpstreamBody::new(body, None, slot))),
-                Err(source) if source.is_connect() => Err(self.unreachable(source.into())),
-                Err(source) => Err(self.failed(source.into())),
-            },
+            Transport::Client(client) => {
+                let sent = Instant::now();
+                match client.request(request).await {
+                    Ok(response) => Ok((
+                        response.map(|body| UpstreamBody::new(body, None, slot)),
+                        sent,
+                    )),
+                    Err(source) if source.is_connect() => Err(self.unreachable(source.into())),
+                    Err(source) => Err(self.failed(source.into())),
+                }
+            }
         }
     }
 
@@ -333,7 +347,7 @@ where
         host: &HeaderValue,
         mut request: Request<B>,
         slot: Option<OwnedSemaphorePermit>,
-    ) -> Result<Response<UpstreamBody<B>>, UpstreamError> {
+    ) -> Result<(Response<UpstreamBody<B>>, Instant), UpstreamError> {
         // What hyper-util's client adds: the backend's own Host (the proxy
         // moved the client's to x-forwarded-host).
         request
@@ -349,6 +363,7 @@ where
                     Err(ConnectFailure::Handshake(source)) => return Err(self.failed(source)),
                 },
             };
+            let sent = Instant::now();
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let lease = Lease {
@@ -356,7 +371,8 @@ where
                         pool: pool.clone(),
                         slot,
                     };
-                    return Ok(response.map(|body| UpstreamBody::new(body, Some(lease), None)));
+                    let response = response.map(|body| UpstreamBody::new(body, Some(lease), None));
+                    return Ok((response, sent));
                 }
                 Err(mut error) => match error.take_message() {
                     // A reused connection closed before the request was
