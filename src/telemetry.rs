@@ -7,7 +7,7 @@
 //! process-global one, so tests can run several proxies in one process.
 //! Besides understudy's own series the exposition carries
 //! `understudy_build_info` and the process's `process_*` series, read at
-//! each render ([`process`]).
+//! each render (the `process` submodule).
 
 mod descriptions;
 mod process;
@@ -333,8 +333,11 @@ pub enum LogFormat {
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default
-/// `default_level`), output to stderr in the chosen format. Safe to call twice (the
-/// second call is ignored), which matters in tests.
+/// `default_level`), output to stderr in the chosen format. Records of
+/// libraries that log through the `log` crate (rustls) are turned into
+/// events under their own target by the `tracing-log` bridge this also
+/// installs. Safe to call twice (the second call is ignored), which matters
+/// in tests.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
