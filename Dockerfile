@@ -13,7 +13,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 # Cargo.toml declares the benchmarks and examples: the manifest needs them.
 COPY benches ./benches
@@ -21,7 +21,10 @@ COPY benches ./benches
 # keeps line tables for profiling on a workstation).
 ENV CARGO_PROFILE_RELEASE_DEBUG=false \
     CARGO_PROFILE_RELEASE_STRIP=symbols
-RUN cargo build --release --locked --features fleet --bin understudy \
+# The context has no .git: build.rs takes the revision for
+# understudy_build_info from UNDERSTUDY_REVISION (the REVISION build arg).
+ARG REVISION=unknown
+RUN UNDERSTUDY_REVISION="${REVISION}" cargo build --release --locked --features fleet --bin understudy \
  && mkdir -p /out/state
 
 # glibc and libgcc only (the binary uses rustls, no OpenSSL); no shell, no

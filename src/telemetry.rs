@@ -5,6 +5,12 @@
 //! the data path only bumps pre-built handles (atomics), never builds a key
 //! or takes a lock. Each proxy instance owns its own recorder instead of a
 //! process-global one, so tests can run several proxies in one process.
+//! Besides understudy's own series the exposition carries
+//! `understudy_build_info` and the process's `process_*` series, read at
+//! each render (the `process` submodule).
+
+mod descriptions;
+mod process;
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -17,162 +23,13 @@ pub use crate::labels::BACKENDS;
 use crate::labels::{
     DropReason, FailureKind, Outcome, Phase, Role, ShadowResult, StatusClass, Verdict,
 };
+use descriptions::{DESCRIPTIONS, Kind};
+use process::ProcessMetrics;
 
 /// Latency buckets in seconds, from a fast in-memory model (1 ms) to a slow
 /// generative one (60 s).
 const DURATION_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-];
-
-enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// Help text of every metric: `promtool check metrics` rejects a series
-/// without one, and a test runs it on our exposition.
-const DESCRIPTIONS: [(&str, Kind, &str); 28] = [
-    (
-        "understudy_requests_total",
-        Kind::Counter,
-        "Requests sent to each backend, by role (serve|shadow) and status class.",
-    ),
-    (
-        "understudy_request_duration_seconds",
-        Kind::Histogram,
-        "Time from sending a request to a backend until its response head arrived.",
-    ),
-    (
-        "understudy_upstream_failures_total",
-        Kind::Counter,
-        "Requests to a backend that yielded no usable response (or a failed body or gRPC status), by kind.",
-    ),
-    (
-        "understudy_shadow_total",
-        Kind::Counter,
-        "What happened to each request chosen for mirroring.",
-    ),
-    (
-        "understudy_comparisons_total",
-        Kind::Counter,
-        "Outcome of comparing the stable and candidate responses of one request.",
-    ),
-    (
-        "understudy_comparisons_dropped_total",
-        Kind::Counter,
-        "Mirrored pairs not compared, by reason: busy (the comparison queue was full) or budget (the answers did not fit shadow.max_buffered_bytes). A dropped pair is no comparison; the shadow's latency still counts.",
-    ),
-    (
-        "understudy_shadow_buffered_bytes",
-        Kind::Gauge,
-        "Bytes held by mirrors in flight (request and response copies), against shadow.max_buffered_bytes.",
-    ),
-    (
-        "understudy_compare_queue_depth",
-        Kind::Gauge,
-        "Mirrored pairs waiting for a comparison thread.",
-    ),
-    (
-        "understudy_prediction_elements_total",
-        Kind::Counter,
-        "Per-row agreement of batch predictions.",
-    ),
-    (
-        "understudy_match_ratio",
-        Kind::Gauge,
-        "Share of compared responses that matched over the last minute.",
-    ),
-    (
-        "understudy_canary_weight_percent",
-        Kind::Gauge,
-        "Share of client traffic served by the candidate, in percent.",
-    ),
-    (
-        "understudy_rollout_phase",
-        Kind::Gauge,
-        "1 for the rollout's current phase, 0 for the others.",
-    ),
-    (
-        "understudy_rollout_decisions_total",
-        Kind::Counter,
-        "Rollout judge decisions by verdict.",
-    ),
-    (
-        "understudy_rollbacks_total",
-        Kind::Counter,
-        "Rollbacks, automatic or manual.",
-    ),
-    (
-        "understudy_config_reloads_total",
-        Kind::Counter,
-        "Config reloads on SIGHUP by result.",
-    ),
-    (
-        "understudy_stats_events_dropped_total",
-        Kind::Counter,
-        "Statistics events dropped because the stats task fell behind.",
-    ),
-    (
-        "understudy_shadow_in_flight",
-        Kind::Gauge,
-        "Mirrored requests currently in flight.",
-    ),
-    (
-        "understudy_connections_open",
-        Kind::Gauge,
-        "Client connections currently open.",
-    ),
-    (
-        "understudy_connections_rejected_total",
-        Kind::Counter,
-        "Client connections refused because listen.max_connections was reached.",
-    ),
-    (
-        "understudy_access_log_dropped_total",
-        Kind::Counter,
-        "Access log lines that never reached the log: the writer fell behind, or the write failed (full disk, no permission).",
-    ),
-    (
-        "understudy_record_total",
-        Kind::Counter,
-        "Requests sampled by [record]: written to the recording, or dropped (queue full, body over the cap, write failed).",
-    ),
-    (
-        "understudy_tls_handshake_failures_total",
-        Kind::Counter,
-        "Client TLS handshakes that failed or timed out (e.g. no valid client certificate).",
-    ),
-    (
-        "understudy_requests_rejected_total",
-        Kind::Counter,
-        "Client requests answered by the proxy itself, by reason: body over listen.max_body_bytes (413), an upload that broke off (400) or was too slow (408), a head it will not forward (malformed: CONNECT, no Host, unknown transfer coding), or every connection slot to the serving backend busy for its whole timeout (503, backend_busy: the proxy's queueing, never counted against the backend).",
-    ),
-    (
-        "understudy_state_persist_failures_total",
-        Kind::Counter,
-        "Failed writes of the rollout state file (each retry counts); the change stays in memory and is retried.",
-    ),
-    (
-        "understudy_state_file_behind",
-        Kind::Gauge,
-        "1 while the rollout state file on disk is older than the state in memory (its writes are failing).",
-    ),
-    (
-        "understudy_fleet_replicas",
-        Kind::Gauge,
-        "Fleet mode: live replicas of this rollout (those with a current report in etcd).",
-    ),
-    (
-        "understudy_fleet_leader",
-        Kind::Gauge,
-        "Fleet mode: 1 on the replica that leads the rollout, 0 on the others.",
-    ),
-    (
-        "understudy_fleet_connected",
-        Kind::Gauge,
-        "Fleet mode: 1 while this replica reaches etcd, 0 while it serves on the last known weight.",
-    ),
 ];
 
 static METADATA: Metadata<'static> =
@@ -207,7 +64,11 @@ pub struct Metrics {
     /// `[match, mismatch]`
     pub elements: [Counter; 2],
     pub match_ratio: Gauge,
-    pub weight: Gauge,
+    /// `understudy_canary_weight_ratio` and the deprecated
+    /// `understudy_canary_weight_percent`: set both with
+    /// [`Metrics::set_canary_weight`].
+    weight_ratio: Gauge,
+    weight_percent: Gauge,
     /// By [`Phase::index`].
     pub phase: [Gauge; Phase::COUNT],
     /// By [`Verdict::index`].
@@ -235,6 +96,7 @@ pub struct Metrics {
     pub malformed: Counter,
     pub state_persist_failures: Counter,
     pub state_file_behind: Gauge,
+    process: ProcessMetrics,
 }
 
 impl Metrics {
@@ -293,6 +155,14 @@ impl Metrics {
                 })
             })
         });
+        r.gauge(
+            "understudy_build_info",
+            &[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("UNDERSTUDY_REVISION")),
+            ],
+        )
+        .set(1.0);
         Metrics {
             requests,
             duration,
@@ -312,7 +182,8 @@ impl Metrics {
             elements: ["match", "mismatch"]
                 .map(|e| r.counter("understudy_prediction_elements_total", &[("result", e)])),
             match_ratio: r.gauge("understudy_match_ratio", &[]),
-            weight: r.gauge("understudy_canary_weight_percent", &[]),
+            weight_ratio: r.gauge("understudy_canary_weight_ratio", &[]),
+            weight_percent: r.gauge("understudy_canary_weight_percent", &[]),
             phase: Phase::ALL
                 .map(|p| r.gauge("understudy_rollout_phase", &[("phase", p.as_str())])),
             decisions: Verdict::ALL.map(|v| {
@@ -354,6 +225,7 @@ impl Metrics {
             ),
             state_persist_failures: r.counter("understudy_state_persist_failures_total", &[]),
             state_file_behind: r.gauge("understudy_state_file_behind", &[]),
+            process: ProcessMetrics::new(&recorder),
             handle,
             recorder,
         }
@@ -366,8 +238,16 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition of every metric.
+    /// Sets the candidate's share of client traffic, given in percent.
+    pub fn set_canary_weight(&self, percent: f64) {
+        self.weight_ratio.set(percent / 100.0);
+        self.weight_percent.set(percent);
+    }
+
+    /// Prometheus text exposition of every metric, with the process's
+    /// figures read now.
     pub fn render(&self) -> String {
+        self.process.collect(&self.recorder);
         self.handle.render()
     }
 
@@ -453,8 +333,11 @@ pub enum LogFormat {
 }
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default
-/// `default_level`), output to stderr in the chosen format. Safe to call twice (the
-/// second call is ignored), which matters in tests.
+/// `default_level`), output to stderr in the chosen format. Records of
+/// libraries that log through the `log` crate (rustls) are turned into
+/// events under their own target by the `tracing-log` bridge this also
+/// installs. Safe to call twice (the second call is ignored), which matters
+/// in tests.
 pub fn init_tracing(format: LogFormat, default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =

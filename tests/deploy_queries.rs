@@ -48,7 +48,7 @@ const DASHBOARD_MUST_USE: [&str; 9] = [
     "understudy_match_ratio",
     "understudy_requests_total",
     "understudy_request_duration_seconds_bucket",
-    "understudy_canary_weight_percent",
+    "understudy_canary_weight_ratio",
     "understudy_rollout_phase",
     "understudy_rollout_decisions_total",
     "understudy_shadow_total",

@@ -58,6 +58,54 @@ fn phase_weight(value: &Value) -> (&str, f64) {
     )
 }
 
+/// The candidate's weight as both gauges: `understudy_canary_weight_ratio`
+/// (0 to 1) and the deprecated `understudy_canary_weight_percent`.
+fn assert_weight_gauges(metrics: &str, percent: f64) {
+    let percent_gauge = harness::metric(metrics, "understudy_canary_weight_percent");
+    let ratio_gauge = harness::metric(metrics, "understudy_canary_weight_ratio");
+    assert_eq!(percent_gauge, Some(percent), "{metrics}");
+    assert_eq!(ratio_gauge, Some(percent / 100.0), "{metrics}");
+}
+
+/// `understudy_build_info` names the crate version and the git revision
+/// built (the checkout's `HEAD` when the tests run in one), and the
+/// process's memory and file descriptors are exported.
+fn assert_build_and_process_series(metrics: &str) {
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("understudy_build_info{"))
+        .unwrap_or_else(|| panic!("no understudy_build_info: {metrics}"));
+    let label = |name: &str| {
+        let start = info.find(&format!("{name}=\"")).map(|i| i + name.len() + 2);
+        let value = start.map(|i| &info[i..i + info[i..].find('"').unwrap()]);
+        value.unwrap_or_else(|| panic!("no {name} label: {info}"))
+    };
+    assert_eq!(label("version"), env!("CARGO_PKG_VERSION"), "{info}");
+    let revision = label("revision");
+    assert!(!revision.is_empty(), "{info}");
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR")])
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if let Some(head) = head {
+        assert_eq!(
+            revision,
+            String::from_utf8_lossy(&head.stdout).trim(),
+            "{info}"
+        );
+    }
+    assert!(info.ends_with(" 1"), "{info}");
+    for series in ["process_resident_memory_bytes", "process_open_fds"] {
+        let value = harness::metric(metrics, series);
+        assert!(
+            value.is_some_and(|v| v > 0.0),
+            "{series} {value:?}: {metrics}"
+        );
+    }
+}
+
 /// Sends `n` requests; returns how many the candidate served.
 async fn candidate_share(url: &str, n: usize) -> usize {
     let client = http_client();
@@ -97,10 +145,8 @@ async fn operator_commands_drive_the_rollout() {
     let status = proxy.status().await;
     assert_eq!(phase_weight(&status), ("paused", 30.0), "{status:#}");
     let metrics = proxy.metrics().await;
-    assert_eq!(
-        harness::metric(&metrics, "understudy_canary_weight_percent"),
-        Some(30.0)
-    );
+    assert_weight_gauges(&metrics, 30.0);
+    assert_build_and_process_series(&metrics);
     assert_eq!(
         harness::metric(&metrics, r#"understudy_rollout_phase{phase="paused"}"#),
         Some(1.0)
@@ -143,6 +189,7 @@ async fn operator_commands_drive_the_rollout() {
         harness::metric(&metrics, r#"understudy_rollout_phase{phase="promoted"}"#),
         Some(1.0)
     );
+    assert_weight_gauges(&metrics, 100.0);
     for refused in ["resume", "pause", "promote"] {
         let error = expect(&proxy, refused, "", 409).await;
         assert!(
@@ -165,10 +212,7 @@ async fn operator_commands_drive_the_rollout() {
         harness::metric(&metrics, "understudy_rollbacks_total"),
         Some(1.0)
     );
-    assert_eq!(
-        harness::metric(&metrics, "understudy_canary_weight_percent"),
-        Some(0.0)
-    );
+    assert_weight_gauges(&metrics, 0.0);
 
     let status = proxy.status().await;
     let actions: Vec<&str> = status["decisions"]
@@ -258,9 +302,6 @@ async fn without_a_rollout_section_the_endpoints_answer_409() {
         harness::metric(&metrics, r#"understudy_rollout_phase{phase="shadow"}"#),
         Some(1.0)
     );
-    assert_eq!(
-        harness::metric(&metrics, "understudy_canary_weight_percent"),
-        Some(0.0)
-    );
+    assert_weight_gauges(&metrics, 0.0);
     proxy.stop().await;
 }

@@ -1,7 +1,8 @@
 //! HTTPS backends behind the proxy: a private CA (`backends.X.ca`), SNI and
 //! hostname verification, certificates from an unknown CA (502 and a log
-//! line naming the problem), upstream mutual TLS (`cert`/`key`), and h2 to a
-//! candidate via ALPN (`http2 = true`). Certificates are made at test time
+//! line naming the problem), upstream mutual TLS (`cert`/`key`), h2 to a
+//! candidate via ALPN (`http2 = true`), and rustls's own log records under
+//! `RUST_LOG`. Certificates are made at test time
 //! (`support::tls`); TLS in front of the proxy is in `tls.rs`.
 
 mod support;
@@ -137,6 +138,48 @@ async fn https_stable_signed_by_an_unknown_ca_gets_502_and_the_log_says_why() {
         if tokio::time::Instant::now() > deadline {
             panic!(
                 "no log line names the certificate problem (UnknownIssuer); logs:\n{}",
+                binary.logs.lock().unwrap().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    binary.signal("TERM");
+    assert!(binary.wait(WAIT).await.success());
+}
+
+/// rustls reports through the `log` crate; those records reach the
+/// `RUST_LOG`-filtered log like the proxy's own lines.
+#[tokio::test]
+async fn rustls_log_records_reach_rust_log() {
+    let dir = TempDir::new("tls-up-rustls-log");
+    let pki = Pki::generate(&dir.0);
+    let up = TlsUpstream::start(&server_config(&pki.server, None), TLS_BODY).await;
+    let ca = format!("ca = {}\n", toml_path(&pki.ca_pem));
+    let path = dir.path("understudy.toml");
+    std::fs::write(&path, config(&backend("stable", &up.url(), &ca))).unwrap();
+    let mut binary = Binary::start_with_rust_log(&path, &[], "info,rustls=debug").await;
+
+    let (status, _, body) = send(
+        &http_client(),
+        Method::POST,
+        &format!("{}/predict", binary.url),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+    let from_rustls = |line: &String| {
+        serde_json::from_str::<Value>(line).is_ok_and(|v| {
+            v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("rustls"))
+        })
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !binary.logs.lock().unwrap().iter().any(from_rustls) {
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "no log line from rustls with RUST_LOG=rustls=debug; logs:\n{}",
                 binary.logs.lock().unwrap().join("\n")
             );
         }

@@ -227,7 +227,7 @@ impl Shared {
         let mirroring = !matches!(state.phase, Phase::Promoted | Phase::RolledBack);
         self.routing
             .set(split::weight_to_bp(state.weight), mirroring);
-        self.metrics.weight.set(state.weight);
+        self.metrics.set_canary_weight(state.weight);
         self.metrics.set_phase(state.phase);
     }
 

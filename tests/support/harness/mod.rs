@@ -161,7 +161,13 @@ pub struct Binary {
 }
 
 impl Binary {
+    /// Starts the binary with `RUST_LOG=info`.
     pub async fn start(config: &Path, extra_args: &[&str]) -> Binary {
+        Self::start_with_rust_log(config, extra_args, "info").await
+    }
+
+    /// Starts the binary with the given `RUST_LOG` filter.
+    pub async fn start_with_rust_log(config: &Path, extra_args: &[&str], rust_log: &str) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_understudy"))
             .arg("--log-format")
             .arg("json")
@@ -169,7 +175,7 @@ impl Binary {
             .arg("-c")
             .arg(config)
             .args(extra_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
