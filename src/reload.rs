@@ -4,9 +4,9 @@
 //! `understudy check` does, and either applies it whole or not at all: a
 //! rejected file leaves the running config in force. Settings the running
 //! parts can take over (shadow, compare rules, split, rollout thresholds,
-//! request-body limits, the listener's certificates) apply to the next
-//! request; keys fixed at start are reported as needing a restart and keep
-//! their running values.
+//! request-body limits, the listener's certificates, the backends' TLS
+//! files) apply to the next request or connection; keys fixed at start are
+//! reported as needing a restart and keep their running values.
 
 use std::fmt::Debug;
 use std::path::PathBuf;
@@ -153,6 +153,10 @@ impl Reloader {
             (None, None) => None,
             _ => return refused("turning listen.tls on or off needs a restart"),
         };
+        let backend_tls = live
+            .proxy
+            .load_backend_tls(&config)
+            .map_err(|e| ReloadError::Refused(e.to_string()))?;
         let report = changes(&live.config, &config);
         if !report.needs_restart.is_empty() {
             tracing::warn!(keys = ?report.needs_restart, "these keys change only on restart; keeping their running values");
@@ -160,6 +164,7 @@ impl Reloader {
         if let (Some(listener), Some(fresh)) = (&live.tls, listener_tls) {
             listener.config.store(fresh);
         }
+        live.proxy.store_backend_tls(backend_tls);
         if let (Some(rollout), Some(settings)) = (&live.rollout, &config.rollout) {
             rollout.update_settings(settings);
         }
@@ -275,8 +280,9 @@ fn changes(old: &Config, new: &Config) -> ReloadReport {
     report
 }
 
-/// A backend's keys, all fixed at start: its connection pools are built
-/// once.
+/// A backend's keys. Its TLS files (`ca`, `cert`, `key`) are read again on
+/// every reload, from the paths the file names now; the rest is fixed at
+/// start, when its connection pools are built.
 fn backend_changes(
     check: &mut impl FnMut(&str, bool, bool),
     name: &str,
@@ -297,8 +303,9 @@ fn backend_changes(
     key("http2", o.http2 != n.http2);
     key("pool_max_idle", o.pool_max_idle != n.pool_max_idle);
     key("max_connections", o.max_connections != n.max_connections);
-    key("ca", o.ca != n.ca);
-    key("cert", o.client_cert != n.client_cert);
+    let files = n.ca.is_some() || n.client_cert.is_some();
+    let tls_changed = files || o.ca != n.ca || o.client_cert != n.client_cert;
+    check(&format!("backends.{name}.tls"), true, tls_changed);
 }
 
 fn differs<T: Debug>(a: &T, b: &T) -> bool {
