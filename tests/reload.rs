@@ -1,7 +1,8 @@
 //! `POST /reload` on the real binary: guarded by the admin token like the
 //! other POSTs, it re-reads the config file as SIGHUP does and answers
 //! what was applied, what needs a restart, or why the file was rejected
-//! (with the running config still serving).
+//! (with the running config still serving); the backends' TLS files are
+//! read again, so rotated certificates and CAs work without a restart.
 
 mod support;
 
@@ -11,9 +12,11 @@ use std::time::Duration;
 use http::Method;
 use serde_json::Value;
 use support::harness::{self, Binary, TempDir, run_cli};
+use support::tls::{Pki, TlsUpstream, server_config};
 use support::{FakeUpstream, Reply, http_client, send};
 
 const TOKEN: &str = "reload-secret";
+const TLS_BODY: &str = r#"{"predictions":[1,2,3]}"#;
 
 async fn upstream() -> FakeUpstream {
     FakeUpstream::start(Reply::json(200, r#"{"predictions":[1]}"#)).await
@@ -137,5 +140,58 @@ async fn a_rejected_file_answers_the_check_text_and_the_old_config_serves() {
     let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
     let error = r#"understudy_config_reloads_total{result="error"}"#;
     assert_eq!(harness::metric(&metrics, error), Some(2.0));
+    stop(binary).await;
+}
+
+/// A backend that moves to a new CA, for its own certificate and for the
+/// client certificates it accepts, is reachable again once the proxy's
+/// `ca`, `cert` and `key` files are replaced and reloaded.
+#[tokio::test]
+async fn reload_rereads_a_backends_ca_and_client_certificate() {
+    let dir = TempDir::new("reload-tls");
+    let pki = Pki::generate(&dir.0);
+    let up = TlsUpstream::start(&server_config(&pki.server, Some(&pki.ca)), TLS_BODY).await;
+    let ca = pki.ca.write(&dir.path("backend-ca.pem"));
+    let (cert, key) = pki.client.write(&dir.0, "proxy-client");
+    let stable = format!(
+        "[backends.stable]\nurl = \"{}\"\ntimeout = \"5s\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+        up.url(),
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let config = dir.path("understudy.toml");
+    let text = format!(
+        "[listen]\naddr = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n\n\
+         [admin]\naddr = \"127.0.0.1:0\"\ntoken = \"{TOKEN}\"\n\n{stable}"
+    );
+    std::fs::write(&config, text).unwrap();
+    let binary = Binary::start(&config, &[]).await;
+    let client = http_client();
+    let url = format!("{}/predict", binary.url);
+    let (code, _, body) = send(&client, Method::POST, &url, &[], "{}").await;
+    assert_eq!(code, 200, "{body:?}");
+    assert_eq!(body, TLS_BODY);
+
+    // The backend's certificate and the client CA it trusts both change.
+    up.rotate(&server_config(&pki.other_server, Some(&pki.other_ca)));
+    let (code, _, body) = send(&client, Method::POST, &url, &[], "{}").await;
+    assert_eq!(
+        code, 502,
+        "old CA and client certificate still work: {body:?}"
+    );
+
+    pki.other_ca.write(&ca);
+    pki.other_client.write(&dir.0, "proxy-client");
+    let (code, answer) = reload(&binary, Some(TOKEN)).await;
+    assert_eq!(code, 200, "{answer:#}");
+    let applied = answer["applied"].as_array().unwrap();
+    assert!(
+        applied.contains(&"backends.stable.tls".into()),
+        "{answer:#}"
+    );
+    let (code, _, body) = send(&client, Method::POST, &url, &[], "{}").await;
+    assert_eq!(code, 200, "{body:?}");
+    assert!(up.received().last().unwrap().client_cert);
     stop(binary).await;
 }
