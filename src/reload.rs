@@ -274,7 +274,18 @@ fn changes(old: &Config, new: &Config) -> ReloadReport {
     check("compare.queue", false, o.queue != n.queue);
     check("compare.priority", false, o.priority != n.priority);
     check("split", true, differs(&old.split, &new.split));
-    check("rollout", true, differs(&old.rollout, &new.rollout));
+    if let (Some(o), Some(n)) = (&old.rollout, &new.rollout) {
+        // The state file and the webhook are opened at start; the rest
+        // reaches the judge.
+        let judged = |r: &crate::config::Rollout| crate::config::Rollout {
+            state_file: PathBuf::new(),
+            webhook: None,
+            ..r.clone()
+        };
+        check("rollout", true, differs(&judged(o), &judged(n)));
+        check("rollout.state_file", false, o.state_file != n.state_file);
+        check("rollout.webhook", false, o.webhook != n.webhook);
+    }
     check("log", false, differs(&old.log, &new.log));
     check("record", false, old.record != new.record);
     report
@@ -337,6 +348,23 @@ mod tests {
         let report = changes(&old, &new);
         assert_eq!(report.applied, ["shadow"]);
         assert_eq!(report.needs_restart, ["compare.threads"]);
+    }
+
+    #[test]
+    fn the_rollouts_state_file_and_webhook_need_a_restart() {
+        let rollout = |extra: &str| {
+            config(&format!(
+                "[rollout]\nsteps = [50, 100]\nstate_file = \"/tmp/a.json\"\n{extra}"
+            ))
+        };
+        let old = rollout("");
+        let report = changes(&old, &rollout("min_requests = 7\n"));
+        assert_eq!(report.applied, ["rollout"]);
+        assert!(report.needs_restart.is_empty());
+        let moved = config("[rollout]\nsteps = [50, 100]\nstate_file = \"/tmp/b.json\"\n");
+        let report = changes(&old, &moved);
+        assert!(report.applied.is_empty(), "{report:?}");
+        assert_eq!(report.needs_restart, ["rollout.state_file"]);
     }
 
     #[test]
