@@ -110,13 +110,17 @@ impl Reloader {
     /// Reads the config file again and applies it; counts the outcome in
     /// `understudy_config_reloads_total` and logs it.
     pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        // Held from reading the file to applying it: of two reloads, the
+        // one that read the file last is the one left in force.
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = match &self.source {
             Some(source) => source
                 .load()
                 .map_err(ReloadError::from)
-                .and_then(|config| self.apply(config)),
+                .and_then(|config| apply(&mut live, config)),
             None => Err(ReloadError::NoFile),
         };
+        drop(live);
         self.metrics.reloads[usize::from(outcome.is_err())].increment(1);
         let path = self.source.as_ref().map(|s| s.path.display().to_string());
         match &outcome {
@@ -130,50 +134,49 @@ impl Reloader {
         }
         outcome
     }
+}
 
-    /// Applies `config` whole, or nothing of it.
-    pub fn apply(&self, config: Config) -> Result<ReloadReport, ReloadError> {
-        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let refused = |m: &str| Err(ReloadError::Refused(m.to_owned()));
-        if config.rollout.is_some() != live.config.rollout.is_some() {
-            return refused("adding or removing [rollout] needs a restart");
-        }
-        if config.fleet != live.config.fleet {
-            return refused("[fleet] changes need a restart");
-        }
-        let settings =
-            Settings::from_config(&config).map_err(|e| ReloadError::Refused(e.to_string()))?;
-        // Certificates are re-read on every reload (renewed files, same
-        // paths); turning TLS on or off needs a restart.
-        let listener_tls = match (&live.tls, &config.listen.tls) {
-            (Some(_), Some(t)) => Some(
-                tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
-                    .map_err(|e| ReloadError::Refused(e.to_string()))?,
-            ),
-            (None, None) => None,
-            _ => return refused("turning listen.tls on or off needs a restart"),
-        };
-        let backend_tls = live
-            .proxy
-            .load_backend_tls(&config)
-            .map_err(|e| ReloadError::Refused(e.to_string()))?;
-        let report = changes(&live.config, &config);
-        if !report.needs_restart.is_empty() {
-            tracing::warn!(keys = ?report.needs_restart, "these keys change only on restart; keeping their running values");
-        }
-        if let (Some(listener), Some(fresh)) = (&live.tls, listener_tls) {
-            listener.config.store(fresh);
-        }
-        live.proxy.store_backend_tls(backend_tls);
-        if let (Some(rollout), Some(settings)) = (&live.rollout, &config.rollout) {
-            rollout.update_settings(settings);
-        }
-        live.stats
-            .set_keep_mismatches(config.compare.keep_mismatches);
-        live.proxy.update_settings(settings);
-        live.config = config;
-        Ok(report)
+/// Applies `config` whole, or nothing of it.
+fn apply(live: &mut Live, config: Config) -> Result<ReloadReport, ReloadError> {
+    let refused = |m: &str| Err(ReloadError::Refused(m.to_owned()));
+    if config.rollout.is_some() != live.config.rollout.is_some() {
+        return refused("adding or removing [rollout] needs a restart");
     }
+    if config.fleet != live.config.fleet {
+        return refused("[fleet] changes need a restart");
+    }
+    let settings =
+        Settings::from_config(&config).map_err(|e| ReloadError::Refused(e.to_string()))?;
+    // Certificates are re-read on every reload (renewed files, same
+    // paths); turning TLS on or off needs a restart.
+    let listener_tls = match (&live.tls, &config.listen.tls) {
+        (Some(_), Some(t)) => Some(
+            tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
+                .map_err(|e| ReloadError::Refused(e.to_string()))?,
+        ),
+        (None, None) => None,
+        _ => return refused("turning listen.tls on or off needs a restart"),
+    };
+    let backend_tls = live
+        .proxy
+        .load_backend_tls(&config)
+        .map_err(|e| ReloadError::Refused(e.to_string()))?;
+    let report = changes(&live.config, &config);
+    if !report.needs_restart.is_empty() {
+        tracing::warn!(keys = ?report.needs_restart, "these keys change only on restart; keeping their running values");
+    }
+    if let (Some(listener), Some(fresh)) = (&live.tls, listener_tls) {
+        listener.config.store(fresh);
+    }
+    live.proxy.store_backend_tls(backend_tls);
+    if let (Some(rollout), Some(settings)) = (&live.rollout, &config.rollout) {
+        rollout.update_settings(settings);
+    }
+    live.stats
+        .set_keep_mismatches(config.compare.keep_mismatches);
+    live.proxy.update_settings(settings);
+    live.config = config;
+    Ok(report)
 }
 
 /// Sorts the keys that differ between `old` and `new` into applied and
