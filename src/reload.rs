@@ -85,6 +85,8 @@ impl ReloadError {
 /// (a SIGHUP and a `POST /reload`) never interleave.
 pub struct Reloader {
     source: Option<ConfigSource>,
+    /// The config at start: what restart-only keys keep running with.
+    started: Config,
     metrics: Arc<Metrics>,
     live: Mutex<Live>,
 }
@@ -102,6 +104,7 @@ impl Reloader {
     pub fn new(source: Option<ConfigSource>, metrics: Arc<Metrics>, live: Live) -> Self {
         Self {
             source,
+            started: live.config.clone(),
             metrics,
             live: Mutex::new(live),
         }
@@ -117,7 +120,7 @@ impl Reloader {
             Some(source) => source
                 .load()
                 .map_err(ReloadError::from)
-                .and_then(|config| apply(&mut live, config)),
+                .and_then(|config| apply(&mut live, &self.started, config)),
             None => Err(ReloadError::NoFile),
         };
         drop(live);
@@ -137,7 +140,7 @@ impl Reloader {
 }
 
 /// Applies `config` whole, or nothing of it.
-fn apply(live: &mut Live, config: Config) -> Result<ReloadReport, ReloadError> {
+fn apply(live: &mut Live, started: &Config, config: Config) -> Result<ReloadReport, ReloadError> {
     let refused = |m: &str| Err(ReloadError::Refused(m.to_owned()));
     if config.rollout.is_some() != live.config.rollout.is_some() {
         return refused("adding or removing [rollout] needs a restart");
@@ -161,7 +164,7 @@ fn apply(live: &mut Live, config: Config) -> Result<ReloadReport, ReloadError> {
         .proxy
         .load_backend_tls(&config)
         .map_err(|e| ReloadError::Refused(e.to_string()))?;
-    let report = changes(&live.config, &config);
+    let report = changes(&live.config, started, &config);
     if !report.needs_restart.is_empty() {
         tracing::warn!(keys = ?report.needs_restart, "these keys change only on restart; keeping their running values");
     }
@@ -179,105 +182,77 @@ fn apply(live: &mut Live, config: Config) -> Result<ReloadReport, ReloadError> {
     Ok(report)
 }
 
-/// Sorts the keys that differ between `old` and `new` into applied and
-/// restart-only. Values are compared by their `Debug` form, which shows
-/// every field.
-fn changes(old: &Config, new: &Config) -> ReloadReport {
-    let mut report = ReloadReport::default();
-    let mut check = |key: &str, hot: bool, changed: bool| {
-        if changed {
-            let list = if hot {
-                &mut report.applied
-            } else {
-                &mut report.needs_restart
-            };
-            list.push(key.to_owned());
-        }
-    };
-    let (o, n) = (&old.listen, &new.listen);
-    check("listen.addr", false, o.addr != n.addr);
-    check("listen.workers", false, o.workers != n.workers);
-    check(
+/// The keys of `new` that differ: applied ones against `old`, the config
+/// in force; restart-only ones against `started`, whose values they keep
+/// until a restart (so they are reported on every reload until then).
+/// Values are compared by their `Debug` form, which shows every field.
+fn changes(old: &Config, started: &Config, new: &Config) -> ReloadReport {
+    let mut keys = Keys::default();
+    let (o, s, n) = (&old.listen, &started.listen, &new.listen);
+    keys.fixed("listen.addr", s.addr != n.addr);
+    keys.fixed("listen.workers", s.workers != n.workers);
+    keys.fixed(
         "listen.max_connections",
-        false,
-        o.max_connections != n.max_connections,
+        s.max_connections != n.max_connections,
     );
-    check(
-        "listen.drain_timeout",
-        false,
-        o.drain_timeout != n.drain_timeout,
-    );
-    check(
+    keys.fixed("listen.drain_timeout", s.drain_timeout != n.drain_timeout);
+    keys.fixed(
         "listen.header_read_timeout",
-        false,
-        o.header_read_timeout != n.header_read_timeout,
+        s.header_read_timeout != n.header_read_timeout,
     );
-    check(
+    keys.fixed(
         "listen.max_header_bytes",
-        false,
-        o.max_header_bytes != n.max_header_bytes,
+        s.max_header_bytes != n.max_header_bytes,
     );
-    check(
-        "listen.send_timeout",
-        false,
-        o.send_timeout != n.send_timeout,
-    );
-    check(
+    keys.fixed("listen.send_timeout", s.send_timeout != n.send_timeout);
+    keys.hot(
         "listen.backend_header",
-        true,
         o.backend_header != n.backend_header,
     );
-    check(
+    keys.hot(
         "listen.max_body_bytes",
-        true,
         o.max_body_bytes != n.max_body_bytes,
     );
-    check(
+    keys.hot(
         "listen.body_idle_timeout",
-        true,
         o.body_idle_timeout != n.body_idle_timeout,
     );
-    check(
+    keys.hot(
         "listen.request_buffer_bytes",
-        true,
         o.request_buffer_bytes != n.request_buffer_bytes,
     );
-    check(
+    keys.hot(
         "listen.request_buffer_timeout",
-        true,
         o.request_buffer_timeout != n.request_buffer_timeout,
     );
-    if let (Some(o), Some(n)) = (&o.tls, &n.tls) {
+    if let (Some(s), Some(n)) = (&s.tls, &n.tls) {
         // The files are read again whether or not their paths changed.
-        check("listen.tls", true, true);
-        check(
+        keys.hot("listen.tls", true);
+        keys.fixed(
             "listen.tls.handshake_timeout",
-            false,
-            o.handshake_timeout != n.handshake_timeout,
+            s.handshake_timeout != n.handshake_timeout,
         );
     }
-    check("admin.addr", false, old.admin.addr != new.admin.addr);
-    check("admin.token", false, old.admin.token != new.admin.token);
-    backend_changes(&mut check, "stable", Some(&old.stable), Some(&new.stable));
-    backend_changes(
-        &mut check,
+    keys.fixed("admin.addr", started.admin.addr != new.admin.addr);
+    keys.fixed("admin.token", started.admin.token != new.admin.token);
+    keys.backend("stable", Some(&started.stable), Some(&new.stable));
+    keys.backend(
         "candidate",
-        old.candidate.as_ref(),
+        started.candidate.as_ref(),
         new.candidate.as_ref(),
     );
-    check("shadow", true, differs(&old.shadow, &new.shadow));
-    let (o, n) = (&old.compare, &new.compare);
-    check("compare", true, differs(&o.spec, &n.spec));
-    check(
+    keys.hot("shadow", differs(&old.shadow, &new.shadow));
+    let (o, s, n) = (&old.compare, &started.compare, &new.compare);
+    keys.hot("compare", differs(&o.spec, &n.spec));
+    keys.hot(
         "compare.keep_mismatches",
-        true,
         o.keep_mismatches != n.keep_mismatches,
     );
-    check("compare.threads", false, o.threads != n.threads);
-    check("compare.queue", false, o.queue != n.queue);
-    check("compare.priority", false, o.priority != n.priority);
-    check("split", true, differs(&old.split, &new.split));
-    if let (Some(o), Some(n)) = (&old.rollout, &new.rollout) {
+    keys.fixed("compare.threads", s.threads != n.threads);
+    keys.fixed("compare.queue", s.queue != n.queue);
+    keys.fixed("compare.priority", s.priority != n.priority);
+    keys.hot("split", differs(&old.split, &new.split));
+    if let (Some(o), Some(s), Some(n)) = (&old.rollout, &started.rollout, &new.rollout) {
         // The state file and the webhook are opened at start; the rest
         // reaches the judge.
         let judged = |r: &crate::config::Rollout| crate::config::Rollout {
@@ -285,41 +260,55 @@ fn changes(old: &Config, new: &Config) -> ReloadReport {
             webhook: None,
             ..r.clone()
         };
-        check("rollout", true, differs(&judged(o), &judged(n)));
-        check("rollout.state_file", false, o.state_file != n.state_file);
-        check("rollout.webhook", false, o.webhook != n.webhook);
+        keys.hot("rollout", differs(&judged(o), &judged(n)));
+        keys.fixed("rollout.state_file", s.state_file != n.state_file);
+        keys.fixed("rollout.webhook", s.webhook != n.webhook);
     }
-    check("log", false, differs(&old.log, &new.log));
-    check("record", false, old.record != new.record);
-    report
+    keys.fixed("log", differs(&started.log, &new.log));
+    keys.fixed("record", started.record != new.record);
+    keys.0
 }
 
-/// A backend's keys. Its TLS files (`ca`, `cert`, `key`) are read again on
-/// every reload, from the paths the file names now; the rest is fixed at
-/// start, when its connection pools are built.
-fn backend_changes(
-    check: &mut impl FnMut(&str, bool, bool),
-    name: &str,
-    old: Option<&Backend>,
-    new: Option<&Backend>,
-) {
-    let (o, n) = match (old, new) {
-        (Some(o), Some(n)) => (o, n),
-        (None, None) => return,
-        _ => return check(&format!("backends.{name}"), false, true),
-    };
-    let mut key = |field: &str, changed: bool| {
-        check(&format!("backends.{name}.{field}"), false, changed);
-    };
-    key("url", o.url != n.url);
-    key("timeout", o.timeout != n.timeout);
-    key("connect_timeout", o.connect_timeout != n.connect_timeout);
-    key("http2", o.http2 != n.http2);
-    key("pool_max_idle", o.pool_max_idle != n.pool_max_idle);
-    key("max_connections", o.max_connections != n.max_connections);
-    let files = n.ca.is_some() || n.client_cert.is_some();
-    let tls_changed = files || o.ca != n.ca || o.client_cert != n.client_cert;
-    check(&format!("backends.{name}.tls"), true, tls_changed);
+/// Changed keys, sorted as they are found.
+#[derive(Default)]
+struct Keys(ReloadReport);
+
+impl Keys {
+    fn hot(&mut self, key: &str, changed: bool) {
+        if changed {
+            self.0.applied.push(key.to_owned());
+        }
+    }
+
+    fn fixed(&mut self, key: &str, changed: bool) {
+        if changed {
+            self.0.needs_restart.push(key.to_owned());
+        }
+    }
+
+    /// A backend's keys, against its config at start. Its TLS files
+    /// (`ca`, `cert`, `key`) are read again on every reload, from the paths
+    /// the file names now; the rest is fixed at start, when its connection
+    /// pools are built.
+    fn backend(&mut self, name: &str, started: Option<&Backend>, new: Option<&Backend>) {
+        let (s, n) = match (started, new) {
+            (Some(s), Some(n)) => (s, n),
+            (None, None) => return,
+            _ => return self.fixed(&format!("backends.{name}"), true),
+        };
+        let mut key = |field: &str, changed: bool| {
+            self.fixed(&format!("backends.{name}.{field}"), changed);
+        };
+        key("url", s.url != n.url);
+        key("timeout", s.timeout != n.timeout);
+        key("connect_timeout", s.connect_timeout != n.connect_timeout);
+        key("http2", s.http2 != n.http2);
+        key("pool_max_idle", s.pool_max_idle != n.pool_max_idle);
+        key("max_connections", s.max_connections != n.max_connections);
+        let files = n.ca.is_some() || n.client_cert.is_some();
+        let tls_changed = files || s.ca != n.ca || s.client_cert != n.client_cert;
+        self.hot(&format!("backends.{name}.tls"), tls_changed);
+    }
 }
 
 fn differs<T: Debug>(a: &T, b: &T) -> bool {
@@ -341,16 +330,24 @@ mod tests {
 
     #[test]
     fn an_unchanged_file_reports_nothing() {
-        assert_eq!(changes(&config(""), &config("")), ReloadReport::default());
+        assert_eq!(
+            changes(&config(""), &config(""), &config("")),
+            ReloadReport::default()
+        );
     }
 
     #[test]
     fn hot_keys_are_applied_and_fixed_ones_need_a_restart() {
         let old = config("[shadow]\npercent = 100\n\n[compare]\nthreads = 1\n");
         let new = config("[shadow]\npercent = 5\n\n[compare]\nthreads = 2\n");
-        let report = changes(&old, &new);
+        let report = changes(&old, &old, &new);
         assert_eq!(report.applied, ["shadow"]);
         assert_eq!(report.needs_restart, ["compare.threads"]);
+        // Reloading the same file again: nothing new applies, and the
+        // restart is still owed.
+        let again = changes(&new, &old, &new);
+        assert!(again.applied.is_empty(), "{again:?}");
+        assert_eq!(again.needs_restart, ["compare.threads"]);
     }
 
     #[test]
@@ -361,11 +358,11 @@ mod tests {
             ))
         };
         let old = rollout("");
-        let report = changes(&old, &rollout("min_requests = 7\n"));
+        let report = changes(&old, &old, &rollout("min_requests = 7\n"));
         assert_eq!(report.applied, ["rollout"]);
         assert!(report.needs_restart.is_empty());
         let moved = config("[rollout]\nsteps = [50, 100]\nstate_file = \"/tmp/b.json\"\n");
-        let report = changes(&old, &moved);
+        let report = changes(&old, &old, &moved);
         assert!(report.applied.is_empty(), "{report:?}");
         assert_eq!(report.needs_restart, ["rollout.state_file"]);
     }
