@@ -1,11 +1,13 @@
-//! The admin listener: metrics, health, status and (with a rollout) control.
+//! The admin listener: metrics, health, status, config reload and (with a
+//! rollout) control.
 //!
 //! It runs on its own port, apart from the data plane, so scraping or
 //! operating the proxy never competes with client traffic for a connection
 //! slot. POSTs need the bearer token when one is configured; the token is
 //! compared in constant time. Rollout commands are parsed, routed (to the
 //! fleet in fleet mode, else to the local controller) and mapped to HTTP
-//! statuses in [`commands`].
+//! statuses in [`commands`]. `POST /reload` runs the same reload as SIGHUP
+//! ([`crate::reload`]) and answers what it did.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     pub token: Option<String>,
     pub rollout: Option<crate::rollout::RolloutHandle>,
+    /// Re-reads the config file on `POST /reload`, as SIGHUP does.
+    pub reloader: Arc<crate::reload::Reloader>,
     /// Fleet mode: the rollout is the fleet's; commands go through etcd to
     /// every replica, and `/status` shows the fleet.
     pub fleet: Option<FleetHandle>,
@@ -142,14 +146,15 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
                 "stats are not available (shutting down)",
             ),
         },
+        (&Method::POST, "/reload") => {
+            if !authorized(state, &request) {
+                return unauthorized();
+            }
+            reload(state).await
+        }
         (&Method::POST, p) if p.starts_with("/rollout/") => {
             if !authorized(state, &request) {
-                let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-                return response;
+                return unauthorized();
             }
             let command = p.trim_start_matches("/rollout/").to_owned();
             let body = match Limited::new(request.into_body(), MAX_ADMIN_BODY)
@@ -164,6 +169,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
         (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/mismatches") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
+        (_, "/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
         _ => error(StatusCode::NOT_FOUND, "no such admin endpoint"),
     }
 }
@@ -230,6 +236,28 @@ async fn rollout_command(state: &AdminState, command: &str, body: &[u8]) -> Admi
         Ok(value) => json_response(StatusCode::OK, &value),
         Err(e) => error(e.status(), &e.to_string()),
     }
+}
+
+/// `POST /reload`: 200 with the keys applied and those that need a
+/// restart, or the reason the file was rejected (the running config stays).
+async fn reload(state: &AdminState) -> AdminResponse {
+    // Reading and validating the file is blocking work; the lock inside
+    // keeps it from racing a SIGHUP.
+    let reloader = state.reloader.clone();
+    match tokio::task::spawn_blocking(move || reloader.reload()).await {
+        Ok(Ok(report)) => json_response(StatusCode::OK, &json!(report)),
+        Ok(Err(e)) => error(e.status(), &e.to_string()),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the reload task failed"),
+    }
+}
+
+fn unauthorized() -> AdminResponse {
+    let mut response = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// Constant-time check of `Authorization: Bearer TOKEN`.

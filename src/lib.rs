@@ -20,7 +20,8 @@
 //!   and durations for people, and [`box_error`] names the one boxed error.
 //! * [`rollout`] judges each step on the stats' window and moves the weight;
 //!   [`config`] validates the TOML; [`server`] wires it all together and
-//!   shuts it down in order; [`error`] maps the proxy's own failures to
+//!   shuts it down in order; [`reload`] applies a changed config file (on
+//!   SIGHUP or `POST /reload`); [`error`] maps the proxy's own failures to
 //!   status codes.
 //! * [`cli`], [`demo`] and [`toy`] (built-in model servers) serve the binary.
 //! * [`record`] samples live requests into a JSONL file (off the hot path);
@@ -56,6 +57,7 @@ pub mod listener;
 pub mod mirror;
 pub mod proxy;
 pub mod record;
+pub mod reload;
 pub mod rollout;
 pub mod routing;
 pub mod send_timeout;

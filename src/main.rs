@@ -1,5 +1,6 @@
 //! The `understudy` binary: parse arguments, run the command, map the
-//! outcome to an exit code. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads.
+//! outcome to an exit code. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads
+//! the config file, as `POST /reload` on the admin API does.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use understudy::cli::{self, Cli, Command};
-use understudy::config::Config;
+use understudy::reload::ConfigSource;
 use understudy::server::{self, StartOptions};
 use understudy::telemetry::init_tracing;
 
@@ -62,17 +63,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn run(path: &Path, reset_state: bool, record: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
-    // `--record FILE` applies to every load, so a reload keeps recording.
-    let load = |path: &Path| {
-        Config::load(path).map(|mut config| {
-            if let Some(file) = &record {
-                config.record_to(file.clone());
-            }
-            config
-        })
+    let source = ConfigSource {
+        path: path.to_owned(),
+        record,
     };
-    let config = load(path)?;
-    let mut running = server::start(config, StartOptions { reset_state })
+    let config = source.load()?;
+    let options = StartOptions {
+        reset_state,
+        source: Some(source),
+    };
+    let running = server::start(config, options)
         .await
         .context("cannot start understudy")?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -82,18 +82,9 @@ async fn run(path: &Path, reset_state: bool, record: Option<PathBuf>) -> anyhow:
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
+            // The outcome is logged and counted by the reload itself.
             _ = hangup.recv() => {
-                let outcome = match load(path) {
-                    Ok(config) => running.reload(config),
-                    Err(error) => {
-                        running.reject_reload();
-                        Err(error.to_string())
-                    }
-                };
-                match outcome {
-                    Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
-                    Err(reason) => tracing::error!(path = %path.display(), %reason, "config reload rejected; keeping the running config"),
-                }
+                let _ = running.reload();
             }
         }
     }

@@ -18,6 +18,7 @@ use crate::admin::{AdminListener, AdminState, FleetHandle};
 use crate::config::Config;
 use crate::listener::{self, DataListener, Limits, ListenerTls};
 use crate::proxy::{Proxy, Settings};
+use crate::reload::{ConfigSource, Live, ReloadError, ReloadReport, Reloader};
 use crate::rollout::{self, RolloutHandle};
 use crate::routing::Routing;
 use crate::stats::{self, StatsHandle};
@@ -42,6 +43,9 @@ pub enum StartError {
 pub struct StartOptions {
     /// Discard a persisted rollout state instead of resuming it.
     pub reset_state: bool,
+    /// The file that SIGHUP and `POST /reload` read again; without one a
+    /// reload is refused.
+    pub source: Option<ConfigSource>,
 }
 
 /// A running proxy.
@@ -53,12 +57,11 @@ pub struct Running {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     rollout: Option<RolloutHandle>,
+    reloader: Arc<Reloader>,
     listener_shutdown: CancellationToken,
     background_shutdown: CancellationToken,
     listener_task: JoinHandle<()>,
     background_tasks: Vec<JoinHandle<()>>,
-    config: Config,
-    tls: Option<ListenerTls>,
     /// Keeps a second process off `listen.addr` while this one runs.
     _port_claim: listener::PortClaim,
 }
@@ -126,6 +129,28 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
     let port_claim = port_claim.bound(data_addr)?;
     let admin_addr = admin.local_addr()?;
     let ready = Arc::new(AtomicBool::new(false));
+    let tls = match &config.listen.tls {
+        Some(t) => Some(ListenerTls {
+            config: Arc::new(ArcSwap::new(tls::server_config(
+                &t.cert,
+                &t.key,
+                t.client_ca.as_deref(),
+            )?)),
+            handshake_timeout: t.handshake_timeout,
+        }),
+        None => None,
+    };
+    let reloader = Arc::new(Reloader::new(
+        options.source,
+        metrics.clone(),
+        Live {
+            config: config.clone(),
+            proxy: proxy.clone(),
+            stats: stats.clone(),
+            rollout: rollout.clone(),
+            tls: tls.clone(),
+        },
+    ));
 
     let admin_state = Arc::new(AdminState {
         metrics: metrics.clone(),
@@ -134,6 +159,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         ready: ready.clone(),
         token: config.admin.token.clone(),
         rollout: rollout.clone(),
+        reloader: reloader.clone(),
         fleet,
         stable_url: config.stable.url.to_string(),
         candidate_url: config.candidate.as_ref().map(|c| c.url.to_string()),
@@ -146,17 +172,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         .run(background_shutdown.clone()),
     ));
 
-    let tls = match &config.listen.tls {
-        Some(t) => Some(ListenerTls {
-            config: Arc::new(ArcSwap::new(tls::server_config(
-                &t.cert,
-                &t.key,
-                t.client_ca.as_deref(),
-            )?)),
-            handshake_timeout: t.handshake_timeout,
-        }),
-        None => None,
-    };
     let listener_shutdown = CancellationToken::new();
     let limit = Arc::new(Semaphore::new(config.listen.max_connections));
     let mut workers_done = Vec::new();
@@ -193,12 +208,11 @@ pub async fn start(config: Config, options: StartOptions) -> Result<Running, Sta
         metrics,
         ready,
         rollout,
+        reloader,
         listener_shutdown,
         background_shutdown,
         listener_task,
         background_tasks,
-        config,
-        tls,
         _port_claim: port_claim,
     })
 }
@@ -298,61 +312,10 @@ impl Running {
         self.rollout.as_ref()
     }
 
-    /// Applies a reloaded config: shadow, compare, split and rollout
-    /// thresholds take effect for the next request. Listen addresses and
-    /// backend URLs need a restart; a change there is logged and ignored.
-    pub fn reload(&mut self, config: Config) -> Result<(), String> {
-        let outcome = self.try_reload(config);
-        self.metrics.reloads[usize::from(outcome.is_err())].increment(1);
-        outcome
-    }
-
-    /// Counts a reload whose file could not be read or validated.
-    pub fn reject_reload(&self) {
-        self.metrics.reloads[1].increment(1);
-    }
-
-    fn try_reload(&mut self, config: Config) -> Result<(), String> {
-        let settings = Settings::from_config(&config).map_err(|e| e.to_string())?;
-        if config.identity() != self.config.identity()
-            || config.listen.addr != self.config.listen.addr
-            || config.admin.addr != self.config.admin.addr
-        {
-            tracing::warn!(
-                "listen addresses and backend URLs change only on restart; keeping the running ones"
-            );
-        }
-        let pool = |c: &Config| (c.compare.threads, c.compare.queue, c.compare.priority);
-        if pool(&config) != pool(&self.config) {
-            tracing::warn!(
-                "compare.threads, compare.queue and compare.priority change only on restart; keeping the running pool"
-            );
-        }
-        // Certificates are re-read on every reload (renewed files, same
-        // paths); turning TLS on or off needs a restart.
-        match (&self.tls, &config.listen.tls) {
-            (Some(listener), Some(t)) => {
-                let fresh = tls::server_config(&t.cert, &t.key, t.client_ca.as_deref())
-                    .map_err(|e| e.to_string())?;
-                listener.config.store(fresh);
-            }
-            (None, None) => {}
-            _ => return Err("turning listen.tls on or off needs a restart".into()),
-        }
-        if config.rollout.is_some() != self.config.rollout.is_some() {
-            return Err("adding or removing [rollout] needs a restart".into());
-        }
-        if config.fleet != self.config.fleet {
-            return Err("[fleet] changes need a restart".into());
-        }
-        if let (Some(rollout), Some(settings)) = (&self.rollout, &config.rollout) {
-            rollout.update_settings(settings);
-        }
-        self.stats
-            .set_keep_mismatches(config.compare.keep_mismatches);
-        self.proxy.update_settings(settings);
-        self.config = config;
-        Ok(())
+    /// Reads the config file again and applies it, as SIGHUP and
+    /// `POST /reload` do (see [`crate::reload`]).
+    pub fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        self.reloader.reload()
     }
 
     /// Stops accepting, drains in-flight requests (bounded by

@@ -1,6 +1,7 @@
 //! TLS with rustls on the ring provider: the listener's server config
-//! (optionally requiring client certificates) and per-backend client
-//! configs (Mozilla's roots or a private CA, optional client certificate).
+//! (optionally requiring client certificates), and the PEM loading that the
+//! backends' client configs use too (those live in
+//! `upstream::client_tls`, where a reload can swap their files).
 //!
 //! Certificates are read from PEM files here and nowhere else; every error
 //! names the file. There is deliberately no option to skip verification of
@@ -9,11 +10,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hyper_rustls::ConfigBuilderExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls::{RootCertStore, ServerConfig};
 
 /// ALPN protocols the listener offers, preferred first.
 const SERVER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -111,22 +111,4 @@ pub fn server_config(
     let mut config = builder.with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
-}
-
-/// A backend's TLS client config: Mozilla's root store (compiled in, so the
-/// image needs no CA bundle), or only `ca` when given; a client certificate
-/// when `cert` and `key` are given. ALPN is set by the connector.
-pub fn client_config(
-    ca: Option<&Path>,
-    client_cert: Option<(&Path, &Path)>,
-) -> Result<ClientConfig, TlsError> {
-    install_crypto_provider();
-    let builder = match ca {
-        Some(ca) => ClientConfig::builder().with_root_certificates(load_roots(ca)?),
-        None => ClientConfig::builder().with_webpki_roots(),
-    };
-    Ok(match client_cert {
-        Some((cert, key)) => builder.with_client_auth_cert(load_certs(cert)?, load_key(key)?)?,
-        None => builder.with_no_client_auth(),
-    })
 }

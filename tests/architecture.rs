@@ -20,7 +20,7 @@ const PURE: &[&str] = &[
 
 /// The request path and the control plane above the pure layers.
 const UPPER: &[&str] = &[
-    "admin", "fleet", "listener", "mirror", "proxy", "record", "rollout", "server",
+    "admin", "fleet", "listener", "mirror", "proxy", "record", "reload", "rollout", "server",
 ];
 
 /// A source file longer than this is split by concern. Unit-test files

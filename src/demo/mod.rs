@@ -54,7 +54,14 @@ pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
         ),
         "demo config",
     )?;
-    let running = server::start(config, StartOptions { reset_state: true }).await?;
+    let running = server::start(
+        config,
+        StartOptions {
+            reset_state: true,
+            source: None,
+        },
+    )
+    .await?;
     println!(
         "understudy demo: stable v1 at {}, candidate v2 at {} (disagrees on {:.0}% of inputs, a little slower)",
         stable.url(),

@@ -45,10 +45,11 @@ use crate::routing::Routing;
 use crate::split::StickyKey;
 use crate::stats::StatsHandle;
 use crate::tls::TlsError;
+use crate::upstream::{ClientTls, ClientTlsFiles};
 use body::LimitedBody;
 pub use exchange::error_response;
 use ids::RequestIds;
-use pools::BackendPools;
+use pools::{BackendPools, Backends};
 pub use response::ProxyBody;
 
 /// Settings that a config reload replaces at once.
@@ -82,6 +83,12 @@ impl Settings {
     }
 }
 
+/// Both backends' TLS files, read by a reload and not yet in use.
+pub struct BackendTlsFiles {
+    stable: ClientTlsFiles,
+    candidate: Option<ClientTlsFiles>,
+}
+
 /// The request handler shared by all connections.
 #[derive(Clone)]
 pub struct Proxy {
@@ -92,8 +99,8 @@ pub struct Proxy {
 }
 
 struct Inner {
-    /// The backends, to build each worker's pools.
-    backends: (config::Backend, Option<config::Backend>),
+    /// The backends and their live TLS files, to build each worker's pools.
+    backends: Backends,
     /// Data-plane workers, which share each backend's `max_connections`.
     workers: usize,
     settings: ArcSwap<Settings>,
@@ -130,13 +137,9 @@ impl Proxy {
             ),
             stats.clone(),
         );
-        let backends = (config.stable.clone(), config.candidate.clone());
+        let backends = Backends::new(&config.stable, config.candidate.as_ref())?;
         Ok(Self {
-            pools: Arc::new(BackendPools::new(
-                &backends.0,
-                backends.1.as_ref(),
-                config.listen.workers,
-            )?),
+            pools: Arc::new(BackendPools::new(&backends, config.listen.workers)),
             inner: Arc::new(Inner {
                 backends,
                 workers: config.listen.workers,
@@ -160,15 +163,34 @@ impl Proxy {
     /// mirror slots and stats, with connection pools of its own so every
     /// upstream connection is driven by the worker that uses it.
     pub fn for_worker(&self) -> Result<Proxy, TlsError> {
-        let (stable, candidate) = &self.inner.backends;
         Ok(Self {
             inner: self.inner.clone(),
-            pools: Arc::new(BackendPools::new(
-                stable,
-                candidate.as_ref(),
-                self.inner.workers,
-            )?),
+            pools: Arc::new(BackendPools::new(&self.inner.backends, self.inner.workers)),
         })
+    }
+
+    /// Reads the backends' TLS files (`ca`, `cert`, `key`) as `config`
+    /// names them, without using them yet: the first unreadable or
+    /// mismatched file fails the whole reload.
+    pub fn load_backend_tls(&self, config: &Config) -> Result<BackendTlsFiles, TlsError> {
+        let candidate = match (&self.inner.backends.candidate, &config.candidate) {
+            (Some(_), Some(backend)) => Some(ClientTls::load(backend)?),
+            _ => None,
+        };
+        Ok(BackendTlsFiles {
+            stable: ClientTls::load(&config.stable)?,
+            candidate,
+        })
+    }
+
+    /// Connections opened from now on, by every worker, use `files`;
+    /// open ones keep the handshake they made.
+    pub fn store_backend_tls(&self, files: BackendTlsFiles) {
+        let backends = &self.inner.backends;
+        backends.stable.1.store(files.stable);
+        if let (Some((_, tls)), Some(files)) = (&backends.candidate, files.candidate) {
+            tls.store(files);
+        }
     }
 
     /// Applies reloaded settings to the next request.

@@ -12,8 +12,7 @@ use super::body::LimitedBody;
 use super::prebuffer::Prebuffered;
 use crate::capture::TeeBody;
 use crate::config;
-use crate::tls::TlsError;
-use crate::upstream::Upstream;
+use crate::upstream::{ClientTls, Upstream};
 
 /// A client's request body on its way to the serving backend. Boxed
 /// because hyper's per-connection request channel allocates its slots in
@@ -50,17 +49,19 @@ impl Pools {
     /// mirrors: with half the idle connections per worker, the slow-
     /// candidate benchmark closed and reopened 150-220 connections a
     /// second to the candidate instead of about 25.
-    fn new(backend: &config::Backend, workers: usize) -> Result<Self, TlsError> {
+    fn new(backend: &config::Backend, tls: &ClientTls, workers: usize) -> Self {
         let workers = workers.max(1);
         let serving_share = config::Backend {
             pool_max_idle: backend.pool_max_idle.div_ceil(workers),
             ..backend.clone()
         };
-        Ok(Self {
-            serve: Upstream::new(&serving_share)?
+        Self {
+            serve: Upstream::sharing(&serving_share, tls)
                 .with_max_in_flight(backend.max_connections.div_ceil(workers)),
-            shadow: Arc::new(Upstream::new(backend)?.with_max_read_buffer(SHADOW_READ_BUFFER)),
-        })
+            shadow: Arc::new(
+                Upstream::sharing(backend, tls).with_max_read_buffer(SHADOW_READ_BUFFER),
+            ),
+        }
     }
 }
 
@@ -71,16 +72,35 @@ pub(super) struct BackendPools {
 }
 
 impl BackendPools {
+    pub fn new(backends: &Backends, workers: usize) -> Self {
+        Self {
+            stable: Pools::new(&backends.stable.0, &backends.stable.1, workers),
+            candidate: backends
+                .candidate
+                .as_ref()
+                .map(|(backend, tls)| Pools::new(backend, tls, workers)),
+        }
+    }
+}
+
+/// The backends as configured at start, each with its live TLS files,
+/// which every worker's pools share.
+pub(super) struct Backends {
+    pub stable: (config::Backend, ClientTls),
+    pub candidate: Option<(config::Backend, ClientTls)>,
+}
+
+impl Backends {
     pub fn new(
         stable: &config::Backend,
         candidate: Option<&config::Backend>,
-        workers: usize,
-    ) -> Result<Self, TlsError> {
+    ) -> Result<Self, crate::tls::TlsError> {
+        let live = |backend: &config::Backend| -> Result<_, crate::tls::TlsError> {
+            Ok((backend.clone(), ClientTls::new(backend)?))
+        };
         Ok(Self {
-            stable: Pools::new(stable, workers)?,
-            candidate: candidate
-                .map(|backend| Pools::new(backend, workers))
-                .transpose()?,
+            stable: live(stable)?,
+            candidate: candidate.map(live).transpose()?,
         })
     }
 }

@@ -13,6 +13,7 @@
 //! ([`failure`]), so both paths count it the same way.
 
 mod body;
+mod client_tls;
 mod failure;
 mod h1pool;
 mod progress;
@@ -32,6 +33,7 @@ use hyper_rustls::HttpsConnector;
 use std::sync::Arc;
 
 pub use body::UpstreamBody;
+pub use client_tls::{ClientTls, ClientTlsFiles};
 pub use failure::grpc_failed;
 use h1pool::{ConnectFailure, Http1Pool, Lease};
 pub use progress::{BodyProgress, ProgressReporter, body_progress};
@@ -40,7 +42,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::config;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 
 /// How long an idle pooled connection is kept: below the 60–75 s idle
 /// timeouts of common model servers (uvicorn, nginx), so we close first and
@@ -112,7 +114,14 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
+    /// A pool with TLS files of its own (validation runs, tests).
     pub fn new(backend: &config::Backend) -> Result<Self, TlsError> {
+        Ok(Self::sharing(backend, &ClientTls::new(backend)?))
+    }
+
+    /// A pool whose TLS connections use `tls`, the backend's live files
+    /// shared with its other pools (a reload swaps them for all of them).
+    pub fn sharing(backend: &config::Backend, tls: &ClientTls) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(backend.connect_timeout));
         // Inference requests are small and latency-bound: never wait for
@@ -141,9 +150,9 @@ where
                 host: host_header(&authority),
             }
         } else {
-            Transport::Client(client(backend, http)?)
+            Transport::Client(client(backend, tls, http))
         };
-        Ok(Self {
+        Self {
             name: backend.name,
             scheme,
             authority,
@@ -151,7 +160,7 @@ where
             http2: backend.http2,
             transport,
             slots: None,
-        })
+        }
     }
 
     /// Limits this pool to `max` requests in flight at once. Over HTTP/1.1
@@ -412,35 +421,31 @@ where
 /// hyper-util's client for a TLS or HTTP/2 backend.
 fn client<B>(
     backend: &config::Backend,
+    tls: &ClientTls,
     http: HttpConnector,
-) -> Result<Client<HttpsConnector<HttpConnector>, B>, TlsError>
+) -> Client<HttpsConnector<HttpConnector>, B>
 where
     B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let cert_pair = backend
-        .client_cert
-        .as_ref()
-        .map(|(cert, key)| (cert.as_path(), key.as_path()));
-    let tls = tls::client_config(backend.ca.as_deref(), cert_pair)?;
     // SNI comes from the URL's host; ALPN offers exactly the protocol
     // the backend is configured for.
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
+        .with_tls_config(tls.client_config())
         .https_or_http();
     let connector = if backend.http2 {
         builder.enable_http2().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
     };
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(backend.pool_max_idle)
         .http2_only(backend.http2)
-        .build(connector))
+        .build(connector)
 }
 
 /// The Host header for a plain-HTTP backend, as hyper-util's client writes

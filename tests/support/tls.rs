@@ -282,6 +282,10 @@ pub struct TlsReceived {
 }
 
 struct TlsShared {
+    /// The config new connections are accepted with.
+    config: Mutex<Arc<ServerConfig>>,
+    /// Bumped by [`TlsUpstream::rotate`]: open connections are closed.
+    rotations: watch::Sender<u64>,
     received: Mutex<Vec<TlsReceived>>,
     count: watch::Sender<usize>,
     handshake_failures: AtomicU64,
@@ -302,12 +306,13 @@ impl TlsUpstream {
             .expect("bind TLS upstream");
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(TlsShared {
+            config: Mutex::new(config.clone()),
+            rotations: watch::channel(0).0,
             received: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
             handshake_failures: AtomicU64::new(0),
         });
-        let acceptor = TlsAcceptor::from(config.clone());
-        let task = tokio::spawn(accept_loop(listener, acceptor, shared.clone(), body));
+        let task = tokio::spawn(accept_loop(listener, shared.clone(), body));
         TlsUpstream { addr, shared, task }
     }
 
@@ -318,6 +323,13 @@ impl TlsUpstream {
     /// `https://localhost:PORT`: the name its certificate is for.
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// Accepts new connections with `config` from now on and closes the
+    /// open ones, as a backend restarted with new certificates would.
+    pub fn rotate(&self, config: &Arc<ServerConfig>) {
+        *self.shared.config.lock().unwrap() = config.clone();
+        self.shared.rotations.send_modify(|n| *n += 1);
     }
 
     pub fn received(&self) -> Vec<TlsReceived> {
@@ -344,19 +356,16 @@ impl Drop for TlsUpstream {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    shared: Arc<TlsShared>,
-    body: &'static str,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<TlsShared>, body: &'static str) {
     let mut connections = JoinSet::new();
+    let mut rotations = shared.rotations.subscribe();
     loop {
         tokio::select! {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Ok(()) = rotations.changed() => connections.abort_all(),
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(shared.config.lock().unwrap().clone());
                 let shared = shared.clone();
                 connections.spawn(async move {
                     let stream = match acceptor.accept(stream).await {

@@ -1,0 +1,222 @@
+//! A backend's TLS files (`ca`, `cert`, `key`) as one rustls client config
+//! whose trust, client certificate and session cache can be replaced while
+//! it is in use.
+//!
+//! Every pool to a backend, on every worker, connects through the same
+//! [`ClientTls`]. A config reload reads the files again ([`ClientTls::load`],
+//! which fails without changing anything) and swaps them in
+//! ([`ClientTls::store`]): connections opened after that verify against the
+//! new CA and present the new certificate. Open connections keep the
+//! handshake they made, so in-flight requests finish undisturbed. The
+//! session cache is replaced too, so no new connection resumes a session
+//! made with the old certificate.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert};
+use rustls::client::{Tls12ClientSessionValue, Tls13ClientSessionValue, WebPkiServerVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
+
+use crate::config::Backend;
+use crate::tls::{self, TlsError};
+
+/// Sessions remembered per backend, as rustls's default cache does.
+const SESSION_CACHE_SIZE: usize = 256;
+
+/// The files of one backend, read and checked, ready to swap in.
+pub struct ClientTlsFiles {
+    verifier: Arc<WebPkiServerVerifier>,
+    key: Option<Arc<CertifiedKey>>,
+}
+
+/// A backend's live TLS files, shared by all its pools.
+#[derive(Clone)]
+pub struct ClientTls {
+    live: Arc<Live>,
+}
+
+struct Live {
+    verifier: ArcSwap<WebPkiServerVerifier>,
+    key: ArcSwapOption<CertifiedKey>,
+    sessions: ArcSwap<ClientSessionMemoryCache>,
+}
+
+impl ClientTls {
+    /// Reads `backend`'s files (Mozilla's roots when it names no `ca`).
+    pub fn new(backend: &Backend) -> Result<Self, TlsError> {
+        let files = Self::load(backend)?;
+        Ok(Self {
+            live: Arc::new(Live {
+                verifier: ArcSwap::new(files.verifier),
+                key: ArcSwapOption::new(files.key),
+                sessions: ArcSwap::from_pointee(ClientSessionMemoryCache::new(SESSION_CACHE_SIZE)),
+            }),
+        })
+    }
+
+    /// Reads and checks `backend`'s files without using them yet: only
+    /// `ca` when given, else Mozilla's roots (compiled in, so the image
+    /// needs no CA bundle); a client certificate when `cert` and `key` are
+    /// given. ALPN is set by the connector.
+    pub fn load(backend: &Backend) -> Result<ClientTlsFiles, TlsError> {
+        tls::install_crypto_provider();
+        let roots = match &backend.ca {
+            Some(ca) => tls::load_roots(ca)?,
+            None => RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+        };
+        let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+        let key = match &backend.client_cert {
+            Some((cert, key)) => Some(Arc::new(certified_key(cert, key)?)),
+            None => None,
+        };
+        Ok(ClientTlsFiles { verifier, key })
+    }
+
+    /// New connections use `files` from now on.
+    pub fn store(&self, files: ClientTlsFiles) {
+        self.live.verifier.store(files.verifier);
+        self.live.key.store(files.key);
+        self.live
+            .sessions
+            .store(Arc::new(ClientSessionMemoryCache::new(SESSION_CACHE_SIZE)));
+    }
+
+    /// A rustls config that reads the live files at each handshake.
+    pub fn client_config(&self) -> ClientConfig {
+        let live = Shared(self.live.clone());
+        let mut config = ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(live.clone()))
+            .with_client_cert_resolver(Arc::new(live.clone()));
+        config.resumption = rustls::client::Resumption::store(Arc::new(live));
+        config
+    }
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    Ok(CertifiedKey::from_der(
+        tls::load_certs(cert)?,
+        tls::load_key(key)?,
+        &provider,
+    )?)
+}
+
+/// The live files, as each rustls hook needs them.
+#[derive(Clone)]
+struct Shared(Arc<Live>);
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientTls")
+    }
+}
+
+impl ServerCertVerifier for Shared {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0.verifier.load().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .verifier
+            .load()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .verifier
+            .load()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.verifier.load().supported_verify_schemes()
+    }
+}
+
+impl ResolvesClientCert for Shared {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        self.0.key.load_full()
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.key.load().is_some()
+    }
+}
+
+impl ClientSessionStore for Shared {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        self.0.sessions.load().set_kx_hint(server_name, group)
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.0.sessions.load().kx_hint(server_name)
+    }
+
+    fn set_tls12_session(&self, server_name: ServerName<'static>, value: Tls12ClientSessionValue) {
+        self.0.sessions.load().set_tls12_session(server_name, value)
+    }
+
+    fn tls12_session(&self, server_name: &ServerName<'_>) -> Option<Tls12ClientSessionValue> {
+        self.0.sessions.load().tls12_session(server_name)
+    }
+
+    fn remove_tls12_session(&self, server_name: &ServerName<'static>) {
+        self.0.sessions.load().remove_tls12_session(server_name)
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        server_name: ServerName<'static>,
+        value: Tls13ClientSessionValue,
+    ) {
+        self.0
+            .sessions
+            .load()
+            .insert_tls13_ticket(server_name, value)
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        server_name: &ServerName<'static>,
+    ) -> Option<Tls13ClientSessionValue> {
+        self.0.sessions.load().take_tls13_ticket(server_name)
+    }
+}
