@@ -87,7 +87,7 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 30] = [
     (
         "understudy_config_reloads_total",
         Kind::Counter,
-        "Config reloads on SIGHUP by result.",
+        "Config reloads (SIGHUP or POST /reload) by result.",
     ),
     (
         "understudy_stats_events_dropped_total",
