@@ -19,7 +19,7 @@
 
 mod tee;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 

@@ -17,10 +17,11 @@ fn complete(body: Bytes) -> Captured {
     }
 }
 
-/// A body of several data frames, as a chunked upload arrives.
-struct Chunks(std::collections::VecDeque<Bytes>);
+/// A body of several data frames, as a chunked upload arrives (the
+/// request body tests use it too).
+pub(crate) struct Chunks(std::collections::VecDeque<Bytes>);
 
-fn chunks(parts: &[&'static str]) -> Chunks {
+pub(crate) fn chunks(parts: &[&'static str]) -> Chunks {
     Chunks(
         parts
             .iter()

@@ -10,30 +10,8 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 
 use super::*;
+use crate::capture::tests::chunks;
 use crate::capture::{Captured, TeeBody};
-
-/// A body of several data frames, as a chunked upload arrives.
-struct Chunks(std::collections::VecDeque<Bytes>);
-
-fn chunks(parts: &[&'static str]) -> Chunks {
-    Chunks(
-        parts
-            .iter()
-            .map(|p| Bytes::from_static(p.as_bytes()))
-            .collect(),
-    )
-}
-
-impl Body for Chunks {
-    type Data = Bytes;
-    type Error = std::io::Error;
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
-        Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-    }
-}
 
 #[tokio::test]
 async fn body_over_the_limit_fails_with_too_large() {
