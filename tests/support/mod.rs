@@ -64,12 +64,17 @@ pub use raw_peer::{RawUpstream, header_of, raw_exchange, status_of};
 pub use reply::{BoxError, Gate, Reply};
 pub use upstream::{FakeUpstream, FakeUpstreamBuilder, Received};
 
-/// An address on `127.0.0.1` where nothing listens, so connecting is refused
-/// (the port was free a moment ago; another process could grab it, but that
-/// is vanishingly rare within one test).
+/// An address on `127.0.0.1` where nothing listens, so connecting is refused.
 pub async fn refused_addr() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .await
+    // Bound but never listening: the kernel refuses connections to it, and
+    // the port stays ours, so no server started meanwhile (by another test
+    // or another process) can take it and answer in its place. The socket
+    // is leaked on purpose: a few per test process, closed at exit.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind((Ipv4Addr::LOCALHOST, 0).into())
         .expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr")
+    let addr = socket.local_addr().expect("local addr");
+    std::mem::forget(socket);
+    addr
 }
