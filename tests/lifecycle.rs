@@ -100,15 +100,10 @@ async fn wait_metric(binary: &Binary, series: &str, value: f64) {
 }
 
 async fn wait_log(binary: &Binary, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !binary.log_contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no log line contains {needle:?}: {:#?}",
-            binary.logs.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let what = format!("contains {needle:?}");
+    binary
+        .wait_for_log(&what, Duration::from_secs(10), |l| l.contains(needle))
+        .await;
 }
 
 #[tokio::test]

@@ -133,16 +133,11 @@ async fn https_stable_signed_by_an_unknown_ca_gets_502_and_the_log_says_why() {
         Some(1.0),
         "{metrics}"
     );
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !binary.log_contains("UnknownIssuer") {
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "no log line names the certificate problem (UnknownIssuer); logs:\n{}",
-                binary.logs.lock().unwrap().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    binary
+        .wait_for_log("names the certificate problem (UnknownIssuer)", WAIT, |l| {
+            l.contains("UnknownIssuer")
+        })
+        .await;
     binary.signal("TERM");
     assert!(binary.wait(WAIT).await.success());
 }
@@ -168,23 +163,16 @@ async fn rustls_log_records_reach_rust_log() {
     )
     .await;
     assert_eq!(status, 200, "{body:?}");
-    let from_rustls = |line: &String| {
+    let from_rustls = |line: &str| {
         serde_json::from_str::<Value>(line).is_ok_and(|v| {
             v["target"]
                 .as_str()
                 .is_some_and(|t| t.starts_with("rustls"))
         })
     };
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !binary.logs.lock().unwrap().iter().any(from_rustls) {
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "no log line from rustls with RUST_LOG=rustls=debug; logs:\n{}",
-                binary.logs.lock().unwrap().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    binary
+        .wait_for_log("from rustls with RUST_LOG=rustls=debug", WAIT, from_rustls)
+        .await;
     binary.signal("TERM");
     assert!(binary.wait(WAIT).await.success());
 }

@@ -244,6 +244,20 @@ impl Binary {
     pub fn log_contains(&self, needle: &str) -> bool {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
+
+    /// Waits until a log line satisfies `matches`; panics after `within`
+    /// naming `what` and showing every line logged so far.
+    pub async fn wait_for_log(&self, what: &str, within: Duration, matches: impl Fn(&str) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.logs.lock().unwrap().iter().any(|l| matches(l)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line {what}; logs:\n{}",
+                self.logs.lock().unwrap().join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Proxy {
