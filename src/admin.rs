@@ -1,5 +1,5 @@
-//! The admin listener: metrics, health, status, config reload and (with a
-//! rollout) control.
+//! The admin listener: the live rollout page, metrics, health, status,
+//! config reload and (with a rollout) control.
 //!
 //! It runs on its own port, apart from the data plane, so scraping or
 //! operating the proxy never competes with client traffic for a connection
@@ -7,7 +7,8 @@
 //! compared in constant time. Rollout commands are parsed, routed (to the
 //! fleet in fleet mode, else to the local controller) and mapped to HTTP
 //! statuses in [`commands`]. `POST /reload` runs the same reload as SIGHUP
-//! ([`crate::reload`]) and answers what it did.
+//! ([`crate::reload`]) and answers what it did. `GET /` serves the page in
+//! [`page`], which shows and drives all of this in a browser.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod commands;
+mod page;
 
 use crate::proxy::Proxy;
 use crate::stats::StatsHandle;
@@ -108,6 +110,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     match (&method, path.as_str()) {
+        (&Method::GET, "/") => page::response(),
         (&Method::GET, "/metrics") => {
             state.stats.flush().await;
             let metrics = &state.metrics;
@@ -166,7 +169,7 @@ async fn route(state: &AdminState, request: Request<Incoming>) -> AdminResponse 
             };
             rollout_command(state, &command, &body).await
         }
-        (_, "/metrics" | "/healthz" | "/readyz" | "/status" | "/mismatches") => {
+        (_, "/" | "/metrics" | "/healthz" | "/readyz" | "/status" | "/mismatches") => {
             error(StatusCode::METHOD_NOT_ALLOWED, "use GET")
         }
         (_, "/reload") => error(StatusCode::METHOD_NOT_ALLOWED, "use POST"),
