@@ -44,12 +44,14 @@ pub fn response() -> Response<Full<Bytes>> {
 }
 
 /// Same-origin everything (the page only fetches the admin API it came
-/// from); scripts and styles only the page's own inline blocks; no plugins,
-/// no `<base>`, no form posts, no framing.
+/// from); scripts and styles only the page's own inline blocks; images
+/// also from `data:`, for the page's empty icon, which keeps the browser
+/// from asking the admin API for a `/favicon.ico` it does not have; no
+/// plugins, no `<base>`, no form posts, no framing.
 fn policy(page: &str) -> String {
     format!(
-        "default-src 'self'; script-src '{}'; style-src '{}'; object-src 'none'; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        "default-src 'self'; script-src '{}'; style-src '{}'; img-src 'self' data:; \
+         object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
         hash_of_block(page, "script"),
         hash_of_block(page, "style"),
     )
