@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::config;
 use crate::proxy::Proxy;
 use crate::proxy::headers::ForwardedFor;
 use crate::send_timeout::SendTimeout;
@@ -51,9 +52,6 @@ pub struct DataListener {
     pub limit: Arc<Semaphore>,
 }
 
-/// hyper's smallest allowed read buffer.
-const MIN_BUF_SIZE: usize = 8192;
-
 /// Per-connection protection against slow or oversized clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -73,7 +71,7 @@ impl Limits {
             // A head longer than this is answered 431, however the reads
             // that brought it were cut.
             .max_header_size(self.max_header_bytes)
-            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE))
+            .max_buf_size(config::write_buffer_bytes(self.max_header_bytes))
             // A client that shuts down its sending side after its request
             // is waiting for the answer. Without this, hyper also reads the
             // socket while every request is in flight, to spot that case
@@ -102,7 +100,7 @@ impl Limits {
         auto.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(self.header_read_timeout)
-            .max_buf_size(self.max_header_bytes.max(MIN_BUF_SIZE))
+            .max_buf_size(config::write_buffer_bytes(self.max_header_bytes))
             .half_close(true);
         auto.http2()
             .timer(TokioTimer::new())

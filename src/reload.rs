@@ -225,6 +225,15 @@ fn changes(old: &Config, started: &Config, new: &Config) -> ReloadReport {
         "listen.request_buffer_timeout",
         o.request_buffer_timeout != n.request_buffer_timeout,
     );
+    keys.hot(
+        "listen.response_buffer_bytes",
+        o.response_buffer_bytes != n.response_buffer_bytes,
+    );
+    keys.hot(
+        "listen.response_spill_bytes",
+        o.response_spill_bytes != n.response_spill_bytes,
+    );
+    keys.hot("listen.spill_dir", o.spill_dir != n.spill_dir);
     if let (Some(s), Some(n)) = (&s.tls, &n.tls) {
         // The files are read again whether or not their paths changed.
         keys.hot("listen.tls", true);

@@ -96,6 +96,8 @@ pub struct Metrics {
     pub malformed: Counter,
     pub state_persist_failures: Counter,
     pub state_file_behind: Gauge,
+    pub responses_spilled: Counter,
+    pub response_spill_failures: Counter,
     process: ProcessMetrics,
 }
 
@@ -225,6 +227,8 @@ impl Metrics {
             ),
             state_persist_failures: r.counter("understudy_state_persist_failures_total", &[]),
             state_file_behind: r.gauge("understudy_state_file_behind", &[]),
+            responses_spilled: r.counter("understudy_responses_spilled_total", &[]),
+            response_spill_failures: r.counter("understudy_response_spill_failures_total", &[]),
             process: ProcessMetrics::new(&recorder),
             handle,
             recorder,

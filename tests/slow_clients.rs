@@ -161,7 +161,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend_slot() {
         .route("/small", Reply::json(200, OK_BODY))
         .start()
         .await;
-    let text = config(&stable.url(), 1, "10s", "send_timeout = \"1s\"\n");
+    // Nothing is spilled to disk: only the send timeout frees the slot.
+    let listen = "send_timeout = \"1s\"\nresponse_spill_bytes = 0\n";
+    let text = config(&stable.url(), 1, "10s", listen);
     let proxy = harness::start_text(&text).await;
     let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
 
@@ -186,6 +188,144 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend_slot() {
     let drained = tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut sink)).await;
     assert!(drained.is_ok(), "the stalled connection was closed");
     assert!(sink.len() < 64 << 20, "it never got the whole answer");
+    proxy.stop().await;
+}
+
+/// Connects with a small receive window and sends `GET path`, reading
+/// nothing yet.
+async fn slow_reader(addr: std::net::SocketAddr, path: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// The body of a raw HTTP/1.1 answer read to its end.
+fn body_of(response: &[u8]) -> &[u8] {
+    let end = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer head");
+    &response[end + 4..]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_its_whole_answer_from_disk_while_the_backend_serves_others() {
+    const SIZE: u64 = 8 << 20;
+    let stable = FakeUpstream::builder()
+        .respond(Reply::large(SIZE))
+        .route("/small", Reply::json(200, OK_BODY))
+        .start()
+        .await;
+    // One slot, a short wait for it, and no send timeout in the way: only
+    // reading the answer ahead can free the slot for the next client.
+    let listen = "send_timeout = \"60s\"\n";
+    let text = config(&stable.url(), 1, "3s", listen);
+    let proxy = harness::start_text(&text).await;
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+
+    let mut slow = slow_reader(addr, "/large").await;
+    assert!(stable.wait_for_requests(1, Duration::from_secs(10)).await);
+
+    // The slow reader has read nothing, yet the slot is free.
+    let url = format!("{}/small", proxy.url);
+    let (status, _, body) = send(&http_client(), Method::GET, &url, &[], "").await;
+    assert_eq!(status, 200, "{body:?}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(count(&metrics, "understudy_responses_spilled_total"), 1.0);
+    assert_eq!(
+        count(
+            &metrics,
+            r#"understudy_requests_rejected_total{reason="backend_busy"}"#
+        ),
+        0.0
+    );
+
+    // And it still gets every byte, in order, as stable sent them.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), slow.read_to_end(&mut answer))
+        .await
+        .expect("the slow reader's answer ends")
+        .unwrap();
+    let direct = stable_answer(&stable.url()).await;
+    assert_eq!(body_of(&answer).len() as u64, SIZE);
+    assert!(
+        body_of(&answer) == &direct[..],
+        "the spilled answer is stable's, byte for byte"
+    );
+    proxy.stop().await;
+}
+
+/// Stable's own answer, fetched directly.
+async fn stable_answer(url: &str) -> bytes::Bytes {
+    let (status, _, body) = send(
+        &http_client(),
+        Method::GET,
+        &format!("{url}/large"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_slow_readers_hold_neither_the_backend_nor_their_answers_in_memory() {
+    use support::memory::RssSampler;
+    // Answers longer than a loopback socket's send buffer (up to 4 MiB),
+    // so the kernel cannot take them off the proxy's hands.
+    const READERS: usize = 20;
+    const SIZE: u64 = 8 << 20;
+    let stable = FakeUpstream::builder()
+        .respond(Reply::large(SIZE))
+        .route("/small", Reply::json(200, OK_BODY))
+        .start()
+        .await;
+    let text = config(&stable.url(), 4, "3s", "send_timeout = \"60s\"\n");
+    let proxy = harness::start_text(&text).await;
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+
+    let rss = RssSampler::start();
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        readers.push(slow_reader(addr, "/large").await);
+    }
+    assert!(
+        stable
+            .wait_for_requests(READERS, Duration::from_secs(30))
+            .await
+    );
+    // Everyone else is served throughout.
+    let url = format!("{}/small", proxy.url);
+    for _ in 0..10 {
+        let (status, _, body) = send(&http_client(), Method::GET, &url, &[], "").await;
+        assert_eq!(status, 200, "{body:?}");
+    }
+    let spilled = "understudy_responses_spilled_total";
+    let metrics = proxy
+        .wait_metric(spilled, READERS as f64, Duration::from_secs(10))
+        .await;
+    assert_eq!(count(&metrics, spilled), READERS as f64);
+    // The answers add up to 160 MiB, and none of them is held in memory:
+    // what stays per reader is its read-ahead and its connection's write
+    // buffer (and, in this process, the fake backend's own buffers).
+    let grew = rss.finish();
+    eprintln!(
+        "{READERS} slow readers of {} MiB: RSS +{} KiB",
+        SIZE >> 20,
+        grew >> 10
+    );
+    let answers = READERS as u64 * SIZE;
+    assert!(
+        grew < answers / 4,
+        "RSS grew by {} MiB with {READERS} slow readers of {} MiB answers",
+        grew >> 20,
+        answers >> 20
+    );
+    drop(readers);
     proxy.stop().await;
 }
 

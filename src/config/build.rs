@@ -104,6 +104,19 @@ impl Checker<'_> {
                 raw.listen.send_timeout,
                 DEFAULT_SEND_TIMEOUT,
             ),
+            response_buffer_bytes: self.count(
+                "listen.response_buffer_bytes",
+                raw.listen.response_buffer_bytes,
+                DEFAULT_RESPONSE_BUFFER_BYTES,
+                0,
+            ),
+            response_spill_bytes: self.count(
+                "listen.response_spill_bytes",
+                raw.listen.response_spill_bytes,
+                DEFAULT_RESPONSE_SPILL_BYTES as usize,
+                0,
+            ) as u64,
+            spill_dir: self.spill_dir(raw.listen.spill_dir, raw.listen.response_spill_bytes),
             tls: raw.listen.tls.and_then(|t| self.listen_tls(t)),
         };
         let admin = self.admin(raw.admin, token_env);
@@ -158,6 +171,26 @@ impl Checker<'_> {
             record,
             fleet,
         })
+    }
+
+    /// `listen.spill_dir`, checked by creating a file in it (unless
+    /// spilling is off), so a missing or read-only directory is a startup
+    /// error, not a warning under the first slow client.
+    fn spill_dir(&mut self, dir: Option<String>, spill_bytes: Option<i64>) -> PathBuf {
+        let dir = dir.map_or_else(std::env::temp_dir, PathBuf::from);
+        if spill_bytes != Some(0)
+            && let Err(error) = tempfile::tempfile_in(&dir)
+        {
+            self.problem(
+                "listen.spill_dir",
+                format!(
+                    "cannot create a file in {}: {error} (answers for slow clients are spilled there; \
+                     point it at a writable directory, or set listen.response_spill_bytes = 0)",
+                    dir.display()
+                ),
+            );
+        }
+        dir
     }
 
     fn record(&mut self, raw: super::raw::RawRecord) -> Record {

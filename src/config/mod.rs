@@ -73,6 +73,12 @@ pub fn default_compare_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// How much of an answer hyper takes into a client connection's write
+/// buffer before it stops pulling the body (its limit for heads too).
+pub fn write_buffer_bytes(max_header_bytes: usize) -> usize {
+    max_header_bytes.max(8192)
+}
+
 /// The shadow is not allowed to hold resources longer than this.
 pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many recent mismatches `/mismatches` keeps.
@@ -96,14 +102,18 @@ pub const DEFAULT_REQUEST_BUFFER_BYTES: usize = 1024 * 1024;
 /// under a second on any real network, and a trickle of a byte every few
 /// seconds (which never trips the idle timeout) is cut off here.
 pub const DEFAULT_REQUEST_BUFFER_TIMEOUT: Duration = Duration::from_secs(30);
-/// A client that takes none of its answer for this long is cut off, so a
-/// slow reader holds the backend's connection slot no longer. nginx's
-/// `send_timeout` is 60 s; half of that still leaves a mobile client on a
-/// bad link many retransmission rounds.
+/// A client that takes none of its answer for this long is cut off (the
+/// last resort against a slow reader of an answer too long to spill).
+/// nginx's is 60 s; half still leaves a bad mobile link many retries.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// nginx accepts request heads up to 4 × 8 KiB buffers; 64 KiB leaves room
 /// for large tokens and tracing headers.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// nginx's `proxy_buffers` (8 × 4–8 KiB): a client keeping up never waits,
+/// and 1,000 slow readers hold 64 MiB, not the gigabyte of their answers.
+pub const DEFAULT_RESPONSE_BUFFER_BYTES: usize = 64 * 1024;
+/// nginx's `proxy_max_temp_file_size`.
+pub const DEFAULT_RESPONSE_SPILL_BYTES: u64 = 1 << 30;
 /// A TLS handshake should take one or two round trips; ten seconds is
 /// generous for a slow client and short enough to shed half-open ones.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,6 +180,12 @@ pub struct Listen {
     pub request_buffer_timeout: Duration,
     /// A client connection whose writes stall this long is closed.
     pub send_timeout: Duration,
+    /// Bytes of an answer read ahead of the client in memory (0: none).
+    pub response_buffer_bytes: usize,
+    /// Bytes of one answer that may be spilled to disk (0: never).
+    pub response_spill_bytes: u64,
+    /// Where spilled answers go (unlinked files).
+    pub spill_dir: PathBuf,
     /// Serve HTTPS (ALPN h2 and http/1.1) instead of cleartext.
     pub tls: Option<ListenTls>,
 }

@@ -43,6 +43,9 @@ pub struct RawListen {
     pub request_buffer_bytes: Option<i64>,
     pub request_buffer_timeout: Option<String>,
     pub send_timeout: Option<String>,
+    pub response_buffer_bytes: Option<i64>,
+    pub response_spill_bytes: Option<i64>,
+    pub spill_dir: Option<String>,
     pub tls: Option<RawListenTls>,
 }
 

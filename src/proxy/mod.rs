@@ -24,6 +24,7 @@ pub mod headers;
 mod ids;
 mod pools;
 pub mod prebuffer;
+pub mod read_ahead;
 mod respond;
 pub mod response;
 
@@ -50,6 +51,7 @@ use body::LimitedBody;
 pub use exchange::error_response;
 use ids::RequestIds;
 use pools::{BackendPools, Backends};
+use read_ahead::ReadAheadSettings;
 pub use response::ProxyBody;
 
 /// Settings that a config reload replaces at once.
@@ -63,6 +65,8 @@ pub struct Settings {
     pub request_buffer_bytes: usize,
     /// `listen.request_buffer_timeout`.
     pub request_buffer_timeout: Duration,
+    /// `listen.response_buffer_bytes`, `response_spill_bytes`, `spill_dir`.
+    pub read_ahead: ReadAheadSettings,
     pub comparator: Arc<Comparator>,
     pub backend_header: bool,
     pub sticky: Option<StickyKey>,
@@ -76,6 +80,12 @@ impl Settings {
             body_idle_timeout: config.listen.body_idle_timeout,
             request_buffer_bytes: config.listen.request_buffer_bytes,
             request_buffer_timeout: config.listen.request_buffer_timeout,
+            read_ahead: ReadAheadSettings {
+                memory_bytes: config.listen.response_buffer_bytes,
+                spill_bytes: config.listen.response_spill_bytes,
+                spill_dir: config.listen.spill_dir.clone(),
+                direct_up_to: config::write_buffer_bytes(config.listen.max_header_bytes) as u64,
+            },
             comparator: Arc::new(Comparator::new(&config.compare.spec)?),
             backend_header: config.listen.backend_header,
             sticky: config.split.sticky.clone(),

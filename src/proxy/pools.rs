@@ -33,6 +33,13 @@ pub type ClientBody = TeeBody<LimitedBody<Incoming>>;
 /// Reading a 500 KB answer in 16 KiB pieces costs a few more reads.
 const SHADOW_READ_BUFFER: usize = 16 * 1024;
 
+/// The most a serving connection reads of an answer at once. Each piece
+/// hyper hands out keeps its read buffer alive, and a slow client's answer
+/// holds one piece read ahead (`proxy::read_ahead`) and one in its write
+/// buffer: at hyper's default of about 400 KiB that would be close to a
+/// megabyte per slow reader, at this size a few hundred KiB at most.
+const SERVING_READ_BUFFER: usize = 64 * 1024;
+
 /// One backend's two pools: serving and shadowing.
 pub(super) struct Pools {
     pub serve: Upstream<UploadBody>,
@@ -57,7 +64,8 @@ impl Pools {
         };
         Self {
             serve: Upstream::sharing(&serving_share, tls)
-                .with_max_in_flight(backend.max_connections.div_ceil(workers)),
+                .with_max_in_flight(backend.max_connections.div_ceil(workers))
+                .with_max_read_buffer(SERVING_READ_BUFFER),
             shadow: Arc::new(
                 Upstream::sharing(backend, tls).with_max_read_buffer(SHADOW_READ_BUFFER),
             ),

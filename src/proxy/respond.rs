@@ -11,6 +11,7 @@ use super::body::BodyError;
 use super::copies::Copies;
 use super::exchange::Exchange;
 use super::headers::{self, X_REQUEST_ID, X_UNDERSTUDY_BACKEND};
+use super::read_ahead::ReadAhead;
 use super::response::ServedBody;
 use super::{Proxy, ProxyBody};
 use crate::error::ProxyError;
@@ -58,6 +59,7 @@ impl Proxy {
         }
         parts.version = exchange.client_version;
         let body = copies.copy_response(body, status, grpc_failed, exchange);
+        let body = ReadAhead::new(body, &exchange.settings.read_ahead, self.inner.metrics());
         exchange.log(status, latency);
         let body = ProxyBody::upstream(body, stats.clone(), backend, started);
         Response::from_parts(parts, body)

@@ -9,6 +9,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use tokio::time::Instant;
 
+use super::read_ahead::ReadAhead;
 use crate::capture::TeeBody;
 use crate::split::Backend;
 use crate::stats::{Event, FailureKind, Role, StatsHandle};
@@ -32,7 +33,7 @@ struct BodyFailure {
 #[allow(clippy::large_enum_variant)]
 enum Kind {
     Upstream {
-        body: TeeBody<ServedBody>,
+        body: ReadAhead<TeeBody<ServedBody>>,
         failure: Option<BodyFailure>,
     },
     Local(Full<Bytes>),
@@ -45,7 +46,7 @@ pub struct ProxyBody {
 
 impl ProxyBody {
     pub fn upstream(
-        body: TeeBody<ServedBody>,
+        body: ReadAhead<TeeBody<ServedBody>>,
         stats: StatsHandle,
         backend: Backend,
         started: Instant,
@@ -100,7 +101,7 @@ impl Body for ProxyBody {
                         latency: f.started.elapsed(),
                     });
                 }
-                Poll::Ready(frame.map(|r| r.map_err(Into::into)))
+                Poll::Ready(frame)
             }
             Kind::Local(full) => Pin::new(full)
                 .poll_frame(cx)

@@ -8,7 +8,7 @@ pub(super) enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 30] = [
+pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -133,6 +133,16 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 30] = [
         "understudy_state_persist_failures_total",
         Kind::Counter,
         "Failed writes of the rollout state file (each retry counts); the change stays in memory and is retried.",
+    ),
+    (
+        "understudy_responses_spilled_total",
+        Kind::Counter,
+        "Serving answers whose client read slower than the backend answered, so the rest went to a file in listen.spill_dir and the backend's connection was freed.",
+    ),
+    (
+        "understudy_response_spill_failures_total",
+        Kind::Counter,
+        "Answers that could not be spilled to listen.spill_dir (full disk, permissions); they wait for their slow client, holding the backend's connection.",
     ),
     (
         "understudy_state_file_behind",
