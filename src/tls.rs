@@ -72,14 +72,23 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// Reads a PEM bundle of CA certificates into a root store.
 pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    Ok(load_roots_and_certs(path)?.0)
+}
+
+/// Reads a PEM bundle of CA certificates into a root store, and returns
+/// the certificates too (a backend's `ca` file pins them).
+pub fn load_roots_and_certs(
+    path: &Path,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
+    let certs = load_certs(path)?;
     let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::ClientCa {
+    for cert in &certs {
+        roots.add(cert.clone()).map_err(|e| TlsError::ClientCa {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 /// The listener's TLS config: certificate chain and key, ALPN h2 and

@@ -1,9 +1,10 @@
 //! HTTPS backends behind the proxy: a private CA (`backends.X.ca`), SNI and
 //! hostname verification, certificates from an unknown CA (502 and a log
-//! line naming the problem), upstream mutual TLS (`cert`/`key`), h2 to a
-//! candidate via ALPN (`http2 = true`), and rustls's own log records under
-//! `RUST_LOG`. Certificates are made at test time
-//! (`support::tls`); TLS in front of the proxy is in `tls.rs`.
+//! line naming the problem), a self-signed `CA:TRUE` certificate given as
+//! its own `ca` (trusted, name still checked), upstream mutual TLS
+//! (`cert`/`key`), h2 to a candidate via ALPN (`http2 = true`), and
+//! rustls's own log records under `RUST_LOG`. Certificates are made at test
+//! time (`support::tls`); TLS in front of the proxy is in `tls.rs`.
 
 mod support;
 
@@ -14,7 +15,7 @@ use http::{Method, Version};
 use serde_json::Value;
 use support::harness::series::failures;
 use support::harness::{self, Binary, TempDir};
-use support::tls::{Pki, TlsUpstream, server_config};
+use support::tls::{Leaf, Pki, TlsUpstream, server_config};
 use support::{FakeUpstream, Reply, http_client, send};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -98,6 +99,78 @@ async fn https_stable_whose_certificate_names_another_host_gets_502() {
         .wait_metric(&failures("stable", "serve", "connect"), 1.0, WAIT)
         .await;
     proxy.stop().await;
+}
+
+/// A backend serving a self-signed certificate marked `CA:TRUE` (as
+/// `openssl req -x509` makes one), valid for `localhost` only; and the
+/// `ca` key naming that very certificate.
+async fn self_signed_backend(dir: &TempDir) -> (TlsUpstream, String) {
+    let leaf = Leaf::self_signed_ca("self-signed model server", &["localhost"]);
+    let (pem, _) = leaf.write(&dir.0, "self-signed");
+    let up = TlsUpstream::start(&server_config(&leaf, None), TLS_BODY).await;
+    (up, format!("ca = {}\n", toml_path(&pem)))
+}
+
+/// Starts the binary with `stable` at `url` and the extra `keys`, sends it
+/// one request, and checks that it failed as a connect failure of
+/// stable's without reaching `up`. Returns the running binary.
+async fn refused_by_the_binary(dir: &TempDir, up: &TlsUpstream, url: &str, keys: &str) -> Binary {
+    let path = dir.path("understudy.toml");
+    std::fs::write(&path, config(&backend("stable", url, keys))).unwrap();
+    let binary = Binary::start(&path, &[]).await;
+    let (status, _, body) = send(
+        &http_client(),
+        Method::POST,
+        &format!("{}/predict", binary.url),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 502, "{body:?}");
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["backend"], "stable");
+    assert!(
+        up.received().is_empty(),
+        "no request may reach an unverified server"
+    );
+    let metrics = support::get_text(&format!("{}/metrics", binary.admin)).await;
+    assert_eq!(
+        harness::metric(&metrics, &failures("stable", "serve", "connect")),
+        Some(1.0),
+        "{metrics}"
+    );
+    binary
+}
+
+#[tokio::test]
+async fn a_self_signed_ca_certificate_given_as_its_own_ca_is_trusted() {
+    let dir = TempDir::new("tls-up-pin");
+    let (up, ca) = self_signed_backend(&dir).await;
+    let proxy = harness::start_text(&config(&backend("stable", &up.url(), &ca))).await;
+    let (status, headers, body) = send(
+        &http_client(),
+        Method::POST,
+        &format!("{}/predict", proxy.url),
+        &[],
+        "{}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+    assert_eq!(body, TLS_BODY);
+    assert_eq!(headers["x-upstream"], "tls");
+    assert_eq!(up.received().len(), 1);
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_pinned_certificate_must_still_name_the_host_of_the_url() {
+    let dir = TempDir::new("tls-up-pin-name");
+    let (up, ca) = self_signed_backend(&dir).await;
+    // The certificate names localhost only; the URL has the address.
+    let url = format!("https://127.0.0.1:{}", up.addr().port());
+    let mut binary = refused_by_the_binary(&dir, &up, &url, &ca).await;
+    binary.signal("TERM");
+    assert!(binary.wait(WAIT).await.success());
 }
 
 #[tokio::test]

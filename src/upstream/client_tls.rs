@@ -10,28 +10,39 @@
 //! handshake they made, so in-flight requests finish undisturbed. The
 //! session cache is replaced too, so no new connection resumes a session
 //! made with the old certificate.
+//!
+//! A certificate of the `ca` file that a server presents as its own is
+//! trusted as it is (an end-entity pin), after its name and validity
+//! period are checked: that is how curl, nginx and Envoy treat a
+//! self-signed certificate given as the CA, and webpki alone refuses one
+//! made with `CA:TRUE` (as `openssl req -x509` makes them) as a server's
+//! certificate. Every other certificate is verified by webpki.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::SignatureScheme;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ClientSessionMemoryCache, ClientSessionStore, ResolvesClientCert};
 use rustls::client::{Tls12ClientSessionValue, Tls13ClientSessionValue, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore};
 
 use crate::config::Backend;
 use crate::tls::{self, TlsError};
+
+mod fields;
 
 /// Sessions remembered per backend, as rustls's default cache does.
 const SESSION_CACHE_SIZE: usize = 256;
 
 /// The files of one backend, read and checked, ready to swap in.
 pub struct ClientTlsFiles {
-    verifier: Arc<WebPkiServerVerifier>,
+    verifier: Arc<Verifier>,
     key: Option<Arc<CertifiedKey>>,
 }
 
@@ -42,7 +53,7 @@ pub struct ClientTls {
 }
 
 struct Live {
-    verifier: ArcSwap<WebPkiServerVerifier>,
+    verifier: ArcSwap<Verifier>,
     key: ArcSwapOption<CertifiedKey>,
     sessions: ArcSwap<ClientSessionMemoryCache>,
 }
@@ -50,14 +61,17 @@ struct Live {
 impl ClientTls {
     /// Reads `backend`'s files (Mozilla's roots when it names no `ca`).
     pub fn new(backend: &Backend) -> Result<Self, TlsError> {
-        let files = Self::load(backend)?;
-        Ok(Self {
+        Ok(Self::with_files(Self::load(backend)?))
+    }
+
+    fn with_files(files: ClientTlsFiles) -> Self {
+        Self {
             live: Arc::new(Live {
                 verifier: ArcSwap::new(files.verifier),
                 key: ArcSwapOption::new(files.key),
                 sessions: ArcSwap::from_pointee(ClientSessionMemoryCache::new(SESSION_CACHE_SIZE)),
             }),
-        })
+        }
     }
 
     /// Reads and checks `backend`'s files without using them yet: only
@@ -65,21 +79,7 @@ impl ClientTls {
     /// needs no CA bundle); a client certificate when `cert` and `key` are
     /// given. ALPN is set by the connector.
     pub fn load(backend: &Backend) -> Result<ClientTlsFiles, TlsError> {
-        tls::install_crypto_provider();
-        let roots = match &backend.ca {
-            Some(ca) => tls::load_roots(ca)?,
-            None => RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            },
-        };
-        let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
-            .build()
-            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
-        let key = match &backend.client_cert {
-            Some((cert, key)) => Some(Arc::new(certified_key(cert, key)?)),
-            None => None,
-        };
-        Ok(ClientTlsFiles { verifier, key })
+        load(backend.ca.as_deref(), backend.client_cert.as_ref())
     }
 
     /// New connections use `files` from now on.
@@ -114,6 +114,91 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     )?)
 }
 
+fn load(
+    ca: Option<&Path>,
+    client_cert: Option<&(PathBuf, PathBuf)>,
+) -> Result<ClientTlsFiles, TlsError> {
+    tls::install_crypto_provider();
+    let (roots, pins) = match ca {
+        Some(ca) => tls::load_roots_and_certs(ca)?,
+        None => (
+            RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            },
+            Vec::new(),
+        ),
+    };
+    let webpki = WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+    let key = match client_cert {
+        Some((cert, key)) => Some(Arc::new(certified_key(cert, key)?)),
+        None => None,
+    };
+    Ok(ClientTlsFiles {
+        verifier: Arc::new(Verifier { webpki, pins }),
+        key,
+    })
+}
+
+/// One peer's trust: webpki over the `ca` file (or Mozilla's roots), and
+/// that file's certificates as pins.
+struct Verifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// Every certificate of the `ca` file.
+    pins: Vec<CertificateDer<'static>>,
+}
+
+impl Verifier {
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pins
+            .iter()
+            .any(|pin| pin.as_ref() == end_entity.as_ref())
+        {
+            return verify_pinned(end_entity, server_name, now);
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+}
+
+/// A certificate the `ca` file holds, presented as the server's own: its
+/// identity is the trust, so no chain is built. It must still be valid now
+/// and name the server (as webpki checks either); the handshake's
+/// signature is verified with its key as for any certificate.
+fn verify_pinned(
+    end_entity: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<ServerCertVerified, rustls::Error> {
+    let parsed = ParsedCertificate::try_from(end_entity)?;
+    let fields = fields::read(end_entity).ok_or(CertificateError::BadEncoding)?;
+    if now.as_secs() < fields.not_before.as_secs() {
+        return Err(CertificateError::NotValidYetContext {
+            time: now,
+            not_before: fields.not_before,
+        }
+        .into());
+    }
+    if now.as_secs() > fields.not_after.as_secs() {
+        return Err(CertificateError::ExpiredContext {
+            time: now,
+            not_after: fields.not_after,
+        }
+        .into());
+    }
+    rustls::client::verify_server_name(&parsed, server_name)?;
+    Ok(ServerCertVerified::assertion())
+}
+
 /// The live files, as each rustls hook needs them.
 #[derive(Clone)]
 struct Shared(Arc<Live>);
@@ -133,13 +218,10 @@ impl ServerCertVerifier for Shared {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.verifier.load().verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        )
+        self.0
+            .verifier
+            .load()
+            .verify(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -151,6 +233,7 @@ impl ServerCertVerifier for Shared {
         self.0
             .verifier
             .load()
+            .webpki
             .verify_tls12_signature(message, cert, dss)
     }
 
@@ -163,11 +246,12 @@ impl ServerCertVerifier for Shared {
         self.0
             .verifier
             .load()
+            .webpki
             .verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.verifier.load().supported_verify_schemes()
+        self.0.verifier.load().webpki.supported_verify_schemes()
     }
 }
 
@@ -220,3 +304,6 @@ impl ClientSessionStore for Shared {
         self.0.sessions.load().take_tls13_ticket(server_name)
     }
 }
+
+#[cfg(test)]
+mod tests;
