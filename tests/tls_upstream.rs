@@ -169,6 +169,41 @@ async fn a_pinned_certificate_must_still_name_the_host_of_the_url() {
     // The certificate names localhost only; the URL has the address.
     let url = format!("https://127.0.0.1:{}", up.addr().port());
     let mut binary = refused_by_the_binary(&dir, &up, &url, &ca).await;
+    let words = "the backend's certificate is not valid for 127.0.0.1, the host in \
+                 backends.stable.url (it names localhost): put one of its names in \
+                 backends.stable.url";
+    binary
+        .wait_for_log(
+            "saying the certificate does not name 127.0.0.1",
+            WAIT,
+            |l| l.contains(words),
+        )
+        .await;
+    binary.signal("TERM");
+    assert!(binary.wait(WAIT).await.success());
+}
+
+#[tokio::test]
+async fn a_self_signed_certificate_other_than_the_one_in_ca_is_refused_in_words() {
+    let dir = TempDir::new("tls-up-pin-other");
+    let (up, _) = self_signed_backend(&dir).await;
+    let other = Leaf::self_signed_ca("another self-signed server", &["localhost"]);
+    let (other_pem, _) = other.write(&dir.0, "other-self-signed");
+    let ca = format!("ca = {}\n", toml_path(&other_pem));
+    let mut binary = refused_by_the_binary(&dir, &up, &up.url(), &ca).await;
+    let words = format!(
+        "the backend's certificate is not signed by the CA in backends.stable.ca ({}): \
+         point backends.stable.ca at the CA that issued it, or at the certificate itself \
+         if it is self-signed",
+        other_pem.display()
+    );
+    binary
+        .wait_for_log(
+            "saying the certificate is not signed by the CA",
+            WAIT,
+            |l| l.contains(&words),
+        )
+        .await;
     binary.signal("TERM");
     assert!(binary.wait(WAIT).await.success());
 }
@@ -209,6 +244,7 @@ async fn https_stable_signed_by_an_unknown_ca_gets_502_and_the_log_says_why() {
     binary
         .wait_for_log("names the certificate problem (UnknownIssuer)", WAIT, |l| {
             l.contains("UnknownIssuer")
+                && l.contains("is not signed by the CA in backends.stable.ca")
         })
         .await;
     binary.signal("TERM");

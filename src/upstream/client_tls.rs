@@ -32,6 +32,8 @@ use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore};
 
+use super::cert_problem::{self, Trust};
+use crate::box_error::BoxError;
 use crate::config::Backend;
 use crate::tls::{self, TlsError};
 
@@ -79,7 +81,19 @@ impl ClientTls {
     /// needs no CA bundle); a client certificate when `cert` and `key` are
     /// given. ALPN is set by the connector.
     pub fn load(backend: &Backend) -> Result<ClientTlsFiles, TlsError> {
-        load(backend.ca.as_deref(), backend.client_cert.as_ref())
+        let trust = Trust {
+            peer: "backend",
+            ca_key: format!("backends.{}.ca", backend.name),
+            url_key: format!("backends.{}.url", backend.name),
+            ca: backend.ca.clone(),
+        };
+        load(trust, backend.client_cert.as_ref())
+    }
+
+    /// `source` with what a refused certificate in it means said in front,
+    /// naming the CA file in use now.
+    pub fn explain(&self, source: BoxError) -> BoxError {
+        cert_problem::explain(source, &self.live.verifier.load().trust)
     }
 
     /// New connections use `files` from now on.
@@ -115,11 +129,11 @@ fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 }
 
 fn load(
-    ca: Option<&Path>,
+    trust: Trust,
     client_cert: Option<&(PathBuf, PathBuf)>,
 ) -> Result<ClientTlsFiles, TlsError> {
     tls::install_crypto_provider();
-    let (roots, pins) = match ca {
+    let (roots, pins) = match &trust.ca {
         Some(ca) => tls::load_roots_and_certs(ca)?,
         None => (
             RootCertStore {
@@ -136,17 +150,22 @@ fn load(
         None => None,
     };
     Ok(ClientTlsFiles {
-        verifier: Arc::new(Verifier { webpki, pins }),
+        verifier: Arc::new(Verifier {
+            webpki,
+            pins,
+            trust,
+        }),
         key,
     })
 }
 
-/// One peer's trust: webpki over the `ca` file (or Mozilla's roots), and
-/// that file's certificates as pins.
+/// One peer's trust: webpki over the `ca` file (or Mozilla's roots), that
+/// file's certificates as pins, and the words for what it refuses.
 struct Verifier {
     webpki: Arc<WebPkiServerVerifier>,
     /// Every certificate of the `ca` file.
     pins: Vec<CertificateDer<'static>>,
+    trust: Trust,
 }
 
 impl Verifier {
@@ -167,6 +186,7 @@ impl Verifier {
         }
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|error| self_signed_is_unknown(error, end_entity))
     }
 }
 
@@ -197,6 +217,23 @@ fn verify_pinned(
     }
     rustls::client::verify_server_name(&parsed, server_name)?;
     Ok(ServerCertVerified::assertion())
+}
+
+/// webpki refuses a `CA:TRUE` certificate as a server's own before it
+/// looks for an issuer. A self-issued one that is not pinned has no
+/// trusted issuer: it is told as such, as webpki tells a self-signed
+/// certificate without `CA:TRUE` that is not in the roots.
+fn self_signed_is_unknown(error: rustls::Error, end_entity: &CertificateDer<'_>) -> rustls::Error {
+    let ca_as_end_entity = matches!(
+        &error,
+        rustls::Error::InvalidCertificate(CertificateError::Other(other))
+            if cert_problem::ca_used_as_end_entity(other)
+    );
+    if ca_as_end_entity && fields::read(end_entity).is_some_and(|f| f.self_issued()) {
+        CertificateError::UnknownIssuer.into()
+    } else {
+        error
+    }
 }
 
 /// The live files, as each rustls hook needs them.

@@ -13,6 +13,7 @@
 //! ([`failure`]), so both paths count it the same way.
 
 mod body;
+mod cert_problem;
 mod client_tls;
 mod failure;
 mod h1pool;
@@ -106,6 +107,9 @@ pub struct Upstream<B> {
     /// At most this many requests in flight at once (none: no limit); a
     /// request waits for a slot, within its timeout.
     slots: Option<Arc<Semaphore>>,
+    /// The backend's live TLS files, which say what a refused certificate
+    /// means in the error.
+    tls: ClientTls,
 }
 
 impl<B> Upstream<B>
@@ -160,6 +164,7 @@ where
             http2: backend.http2,
             transport,
             slots: None,
+            tls: tls.clone(),
         }
     }
 
@@ -406,14 +411,14 @@ where
         UpstreamError::Connect {
             backend: self.name,
             url: format!("{}://{}", self.scheme, self.authority),
-            source,
+            source: self.tls.explain(source),
         }
     }
 
     fn failed(&self, source: BoxError) -> UpstreamError {
         UpstreamError::Protocol {
             backend: self.name,
-            source,
+            source: self.tls.explain(source),
         }
     }
 }

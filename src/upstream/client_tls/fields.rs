@@ -1,9 +1,9 @@
-//! The field of an X.509 certificate that a pinned certificate is checked
-//! by and that webpki does not expose: the validity period, read straight
-//! from the DER.
+//! The few fields of an X.509 certificate that a pinned certificate is
+//! checked by and that webpki does not expose: issuer, subject and the
+//! validity period, read straight from the DER.
 //!
 //! Only certificates webpki has already parsed are read here, so this
-//! reader needs no more than to walk the `TBSCertificate` up to `validity`;
+//! reader needs no more than to walk the `TBSCertificate` up to `subject`;
 //! anything it does not expect makes it return `None`.
 
 use std::time::Duration;
@@ -19,13 +19,24 @@ const GENERALIZED_TIME: u8 = 0x18;
 
 /// What [`read`] finds in a certificate.
 #[derive(Debug, PartialEq)]
-pub struct Fields {
+pub struct Fields<'a> {
+    /// The issuer's distinguished name, as DER.
+    pub issuer: &'a [u8],
+    /// The subject's distinguished name, as DER.
+    pub subject: &'a [u8],
     pub not_before: UnixTime,
     pub not_after: UnixTime,
 }
 
-/// The validity of the DER certificate `der`.
-pub fn read(der: &[u8]) -> Option<Fields> {
+impl Fields<'_> {
+    /// Issued by itself: the issuer and subject names are the same.
+    pub fn self_issued(&self) -> bool {
+        self.issuer == self.subject
+    }
+}
+
+/// Issuer, subject and validity of the DER certificate `der`.
+pub fn read(der: &[u8]) -> Option<Fields<'_>> {
     let (certificate, _) = expect(der, SEQUENCE)?;
     let (tbs, _) = expect(certificate, SEQUENCE)?;
     let mut rest = tbs;
@@ -34,14 +45,17 @@ pub fn read(der: &[u8]) -> Option<Fields> {
     }
     let (_serial, rest) = expect(rest, INTEGER)?;
     let (_signature, rest) = expect(rest, SEQUENCE)?;
-    let (_issuer, rest) = expect(rest, SEQUENCE)?;
-    let (validity, _) = expect(rest, SEQUENCE)?;
+    let (issuer, rest) = expect(rest, SEQUENCE)?;
+    let (validity, rest) = expect(rest, SEQUENCE)?;
+    let (subject, _) = expect(rest, SEQUENCE)?;
     let (not_before, validity) = time(validity)?;
     let (not_after, validity) = time(validity)?;
     if !validity.is_empty() {
         return None;
     }
     Some(Fields {
+        issuer,
+        subject,
         not_before,
         not_after,
     })
@@ -173,6 +187,26 @@ mod tests {
         let fields = read(&der).unwrap();
         assert_eq!(secs(fields.not_before), 946_598_400, "1999-12-31");
         assert_eq!(secs(fields.not_after), 2_524_521_600, "2049-12-31");
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_self_issued_and_an_issued_one_is_not() {
+        let der = certificate("localhost", (2024, 1, 1), (2030, 1, 1));
+        assert!(read(&der).unwrap().self_issued());
+
+        let issuer_key = KeyPair::generate().unwrap();
+        let mut issuer_params = CertificateParams::default();
+        issuer_params
+            .distinguished_name
+            .push(DnType::CommonName, "issuer");
+        issuer_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let issuer = rcgen::Issuer::new(issuer_params, issuer_key);
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "leaf");
+        let leaf = params
+            .signed_by(&KeyPair::generate().unwrap(), &issuer)
+            .unwrap();
+        assert!(!read(leaf.der().as_ref()).unwrap().self_issued());
     }
 
     #[test]

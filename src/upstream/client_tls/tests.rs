@@ -1,6 +1,7 @@
 //! The verifier's own decisions, without a handshake: a pinned certificate
-//! is checked for its validity period and name. (Handshakes through the
-//! proxy are in `tests/tls_upstream.rs`.)
+//! is checked for its validity period and name, and a self-signed `CA:TRUE`
+//! certificate that is not pinned is an unknown issuer. (Handshakes through
+//! the proxy are in `tests/tls_upstream.rs`.)
 
 use std::time::Duration;
 
@@ -30,6 +31,12 @@ fn verifier(ca: &CertificateDer<'static>) -> Verifier {
             .build()
             .unwrap(),
         pins: vec![ca.clone()],
+        trust: Trust {
+            peer: "backend",
+            ca_key: "backends.stable.ca".into(),
+            url_key: "backends.stable.url".into(),
+            ca: None,
+        },
     }
 }
 
@@ -79,4 +86,42 @@ fn a_pinned_certificate_is_trusted_only_while_valid_and_for_its_names() {
         certificate_error(verify(&verifier, &cert, "127.0.0.1", at(2025, 6, 1))),
         CertificateError::NotValidForNameContext { .. }
     ));
+}
+
+#[test]
+fn a_self_signed_ca_certificate_that_is_not_pinned_has_an_unknown_issuer() {
+    let trusted = self_signed_ca("trusted");
+    let presented = self_signed_ca("presented");
+    let verifier = verifier(&trusted);
+    assert!(matches!(
+        certificate_error(verify(&verifier, &presented, "localhost", at(2025, 6, 1))),
+        CertificateError::UnknownIssuer
+    ));
+}
+
+#[test]
+fn a_ca_certificate_issued_by_another_stays_a_ca_used_as_an_end_entity() {
+    // An intermediate CA served as the server's own certificate: not
+    // self-issued, so webpki's reason stands.
+    let root_key = KeyPair::generate().unwrap();
+    let mut root = CertificateParams::default();
+    root.distinguished_name.push(DnType::CommonName, "root");
+    root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let root_der = root.self_signed(&root_key).unwrap().der().clone();
+    let issuer = rcgen::Issuer::new(root, root_key);
+    let mut intermediate = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    intermediate
+        .distinguished_name
+        .push(DnType::CommonName, "intermediate");
+    intermediate.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let presented = intermediate
+        .signed_by(&KeyPair::generate().unwrap(), &issuer)
+        .unwrap()
+        .der()
+        .clone();
+    let verifier = verifier(&root_der);
+    match certificate_error(verify(&verifier, &presented, "localhost", UnixTime::now())) {
+        CertificateError::Other(other) => assert!(cert_problem::ca_used_as_end_entity(&other)),
+        other => panic!("expected CaUsedAsEndEntity, got {other:?}"),
+    }
 }
