@@ -267,11 +267,13 @@ fn changes(old: &Config, started: &Config, new: &Config) -> ReloadReport {
         let judged = |r: &crate::config::Rollout| crate::config::Rollout {
             state_file: PathBuf::new(),
             webhook: None,
+            webhook_ca: None,
             ..r.clone()
         };
         keys.hot("rollout", differs(&judged(o), &judged(n)));
         keys.fixed("rollout.state_file", s.state_file != n.state_file);
         keys.fixed("rollout.webhook", s.webhook != n.webhook);
+        keys.fixed("rollout.webhook_ca", s.webhook_ca != n.webhook_ca);
     }
     keys.fixed("log", differs(&started.log, &new.log));
     keys.fixed("record", started.record != new.record);

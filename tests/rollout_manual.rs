@@ -1,7 +1,7 @@
 //! Manual rollout control over the admin API, over real sockets: commands
-//! and their effect on the split, invalid input, the bearer token, and a
-//! proxy without a `[rollout]` section. (Automatic judging is in
-//! `rollout.rs`.)
+//! and their effect on the split, invalid input, the bearer token, a
+//! rollback announced to an `https://` webhook, and a proxy without a
+//! `[rollout]` section. (Automatic judging is in `rollout.rs`.)
 
 mod support;
 
@@ -10,6 +10,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::Value;
 use support::harness;
+use support::tls::{Pki, TlsUpstream, server_config};
 use support::{FakeUpstream, Reply, http_client, send};
 
 const PREDICTION: &str = r#"{"predictions":[1]}"#;
@@ -229,6 +230,40 @@ async fn operator_commands_drive_the_rollout() {
         ["manual promote", "manual rollback"],
         "{actions:?}"
     );
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_rollback_is_posted_to_an_https_webhook_verified_by_webhook_ca() {
+    let (stable, candidate) = backends().await;
+    let dir = harness::TempDir::new("manual-https-webhook");
+    // The receiver's certificate is for localhost, from a private CA that
+    // only `webhook_ca` names.
+    let pki = Pki::generate(&dir.0);
+    let hook = TlsUpstream::start(&server_config(&pki.server, None), "{}").await;
+    let rollout = format!(
+        "{}webhook = \"{}/rollout-events\"\nwebhook_ca = \"{}\"\n",
+        manual_rollout(&dir),
+        hook.url(),
+        pki.ca_pem.display()
+    );
+    let proxy = harness::start(&stable.url(), Some(&candidate.url()), &rollout).await;
+
+    let rolled = expect(&proxy, "rollback", "", 200).await;
+    assert_eq!(phase_weight(&rolled), ("rolled_back", 0.0), "{rolled:#}");
+    assert!(
+        hook.wait_for_requests(1, Duration::from_secs(10)).await,
+        "no event reached the webhook"
+    );
+    let received = &hook.received()[0];
+    assert_eq!(received.request.method, Method::POST);
+    assert_eq!(received.request.path(), "/rollout-events");
+    assert_eq!(received.sni.as_deref(), Some("localhost"));
+    let event: Value = serde_json::from_slice(&received.request.body).unwrap();
+    assert_eq!(event["event"], "phase_change", "{event:#}");
+    assert_eq!(event["from"], "shadow", "{event:#}");
+    assert_eq!(event["to"], "rolled_back", "{event:#}");
+    assert_eq!(event["decision"]["action"], "manual rollback", "{event:#}");
     proxy.stop().await;
 }
 

@@ -388,16 +388,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        let webhook = raw.webhook.and_then(|w| match w.parse::<Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => Some(uri),
-            _ => {
-                self.problem(
-                    "rollout.webhook",
-                    format!("expected an http:// URL, got {w:?}"),
-                );
-                None
-            }
-        });
+        let (webhook, webhook_ca) = self.webhook(raw.webhook, raw.webhook_ca);
         Rollout {
             steps,
             interval: self.duration("rollout.interval", raw.interval, DEFAULT_INTERVAL),
@@ -443,6 +434,53 @@ impl Checker<'_> {
                 .max_step_duration
                 .map(|d| self.duration("rollout.max_step_duration", Some(d), DEFAULT_INTERVAL)),
             webhook,
+            webhook_ca,
         }
+    }
+
+    /// `rollout.webhook` and its `webhook_ca`, whose file is read now so
+    /// `understudy check` names a bad one.
+    fn webhook(
+        &mut self,
+        url: Option<String>,
+        ca: Option<String>,
+    ) -> (Option<Uri>, Option<PathBuf>) {
+        let given = url.is_some();
+        let url = url.and_then(|text| {
+            let uri = text.parse::<Uri>().ok().filter(|u| u.authority().is_some());
+            let problem = match uri.as_ref().and_then(|u| u.scheme_str()) {
+                Some("http" | "https") => None,
+                Some(scheme) => Some(format!("unsupported scheme {scheme:?}: ")),
+                None => Some(String::new()),
+            };
+            let Some(problem) = problem else {
+                return uri;
+            };
+            self.problem(
+                "rollout.webhook",
+                format!("{problem}expected an http:// or https:// URL, got {text:?}"),
+            );
+            None
+        });
+        let ca = ca.map(PathBuf::from);
+        if let Some(path) = &ca {
+            match &url {
+                Some(url) if url.scheme_str() == Some("https") => {
+                    if let Err(e) = crate::tls::load_roots(path) {
+                        self.problem("rollout.webhook_ca", e.to_string());
+                    }
+                }
+                Some(_) => self.problem(
+                    "rollout.webhook_ca",
+                    "applies to an https:// webhook only; rollout.webhook is http://",
+                ),
+                None if !given => self.problem(
+                    "rollout.webhook_ca",
+                    "applies to rollout.webhook, which is not set",
+                ),
+                None => {}
+            }
+        }
+        (url, ca)
     }
 }

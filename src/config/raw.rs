@@ -129,6 +129,7 @@ pub struct RawRollout {
     pub state_file: Option<String>,
     pub max_step_duration: Option<String>,
     pub webhook: Option<String>,
+    pub webhook_ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -39,7 +39,11 @@ pub struct Rollout {
     pub match_unit: MatchUnit,
     pub state_file: PathBuf,
     pub max_step_duration: Option<Duration>,
+    /// Where phase changes are posted: an `http://` or `https://` URL.
     pub webhook: Option<Uri>,
+    /// The CA an `https://` webhook's certificate is verified against
+    /// (default: Mozilla's roots).
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// The unit the match criterion counts (`rollout.match_unit`).

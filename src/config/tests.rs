@@ -289,3 +289,62 @@ fn latency_slack_and_match_unit_are_read_and_checked() {
         "{keys:?}"
     );
 }
+
+#[test]
+fn a_webhook_is_http_or_https_and_its_ca_is_for_https_only() {
+    let rollout = |keys: &str| {
+        format!(
+            "{MINIMAL}\n[backends.candidate]\nurl = \"http://127.0.0.1:8002\"\n\n[rollout]\n{keys}"
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("hooks-ca.pem");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["hooks.internal".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(&ca, cert.pem()).unwrap();
+    let https = format!(
+        "webhook = \"https://hooks.internal/rollout\"\nwebhook_ca = \"{}\"\n",
+        ca.display()
+    );
+    let r = build::build(&rollout(&https), "t", None)
+        .expect("valid")
+        .rollout
+        .unwrap();
+    assert_eq!(r.webhook.unwrap().scheme_str(), Some("https"));
+    assert_eq!(r.webhook_ca, Some(ca.clone()));
+
+    let messages = |keys: &str| -> Vec<(String, String)> {
+        problems(&rollout(keys))
+            .into_iter()
+            .map(|p| (p.key, p.message))
+            .collect()
+    };
+    assert_eq!(
+        messages("webhook = \"ftp://hooks.internal/rollout\"\n"),
+        [(
+            "rollout.webhook".to_owned(),
+            "unsupported scheme \"ftp\": expected an http:// or https:// URL, got \
+             \"ftp://hooks.internal/rollout\""
+                .to_owned()
+        )]
+    );
+    let plain = format!(
+        "webhook = \"http://hooks.internal/rollout\"\nwebhook_ca = \"{}\"\n",
+        ca.display()
+    );
+    assert_eq!(messages(&plain)[0].0, "rollout.webhook_ca");
+    assert!(messages(&plain)[0].1.contains("https:// webhook only"));
+    let alone = format!("webhook_ca = \"{}\"\n", ca.display());
+    assert!(
+        messages(&alone)[0]
+            .1
+            .contains("rollout.webhook, which is not set")
+    );
+    let missing = "webhook = \"https://hooks.internal/\"\nwebhook_ca = \"/nonexistent/ca.pem\"\n";
+    let found = messages(missing);
+    assert_eq!(found[0].0, "rollout.webhook_ca");
+    assert!(found[0].1.contains("/nonexistent/ca.pem"), "{found:?}");
+}

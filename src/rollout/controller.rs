@@ -57,6 +57,8 @@ pub enum RolloutStartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot set up rollout.webhook: {0}")]
+    Webhook(#[source] crate::tls::TlsError),
 }
 
 /// Wall-clock milliseconds that advance with tokio's clock, so paused-time
@@ -134,6 +136,16 @@ pub fn start(
     settings
         .validate()
         .map_err(|e| RolloutStartError::Settings(e.to_string()))?;
+    // Before the state file is touched: a webhook that cannot be set up
+    // fails the start with nothing changed.
+    let (webhook, webhook_task) = match &rollout.webhook {
+        Some(url) => {
+            let (webhook, task) = Webhook::channel(url.clone(), rollout.webhook_ca.as_deref())
+                .map_err(RolloutStartError::Webhook)?;
+            (Some(webhook), Some(task))
+        }
+        None => (None, None),
+    };
     let clock = Clock::new();
     let identity = config.identity();
     let path = rollout.state_file.clone();
@@ -171,7 +183,6 @@ pub fn start(
         metrics.state_persist_failures.clone(),
         metrics.state_file_behind.clone(),
     );
-    let (webhook, webhook_task) = rollout.webhook.clone().map(Webhook::channel).unzip();
     let shared = Arc::new(Shared {
         machine: Mutex::new(machine),
         routing,

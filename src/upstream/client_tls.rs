@@ -66,6 +66,12 @@ impl ClientTls {
         Ok(Self::with_files(Self::load(backend)?))
     }
 
+    /// Trust as `trust` describes it (its `ca`, else Mozilla's roots) and
+    /// no client certificate: for a peer other than a backend.
+    pub fn verifying(trust: Trust) -> Result<Self, TlsError> {
+        Ok(Self::with_files(load(trust, None)?))
+    }
+
     fn with_files(files: ClientTlsFiles) -> Self {
         Self {
             live: Arc::new(Live {

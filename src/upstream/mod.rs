@@ -34,6 +34,7 @@ use hyper_rustls::HttpsConnector;
 use std::sync::Arc;
 
 pub use body::UpstreamBody;
+pub use cert_problem::Trust;
 pub use client_tls::{ClientTls, ClientTlsFiles};
 pub use failure::grpc_failed;
 use h1pool::{ConnectFailure, Http1Pool, Lease};

@@ -64,7 +64,8 @@ async fn recording_endpoint() -> (Uri, Arc<Mutex<Vec<Value>>>) {
 
 #[tokio::test(start_paused = true)]
 async fn an_idle_task_ends_on_shutdown() {
-    let (webhook, task) = Webhook::channel("http://127.0.0.1:9/hook".parse().unwrap());
+    let (webhook, task) =
+        Webhook::channel("http://127.0.0.1:9/hook".parse().unwrap(), None).unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(task.run(shutdown.clone()));
     tokio::task::yield_now().await;
@@ -79,7 +80,7 @@ async fn an_idle_task_ends_on_shutdown() {
 #[tokio::test(start_paused = true)]
 async fn a_delivery_to_a_silent_endpoint_ends_within_the_grace() {
     let (url, mut connections) = silent_endpoint().await;
-    let (webhook, task) = Webhook::channel(url);
+    let (webhook, task) = Webhook::channel(url, None).unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(task.run(shutdown.clone()));
     webhook.send(json!({"event": "phase_change"}));
@@ -99,7 +100,7 @@ async fn a_delivery_to_a_silent_endpoint_ends_within_the_grace() {
 #[tokio::test]
 async fn events_queued_before_shutdown_are_still_delivered_in_order() {
     let (url, received) = recording_endpoint().await;
-    let (webhook, task) = Webhook::channel(url);
+    let (webhook, task) = Webhook::channel(url, None).unwrap();
     for step in 0..3 {
         webhook.send(json!({"event": "phase_change", "step": step}));
     }
