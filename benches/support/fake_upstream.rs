@@ -139,7 +139,8 @@ fn listen(port: u16) -> std::io::Result<TcpListener> {
 async fn serve(target: Target, large: Bytes) {
     let Target { port, delay, body } = target;
     let answers = Answers { delay, body, large };
-    let listener = listen(port).unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+    let listener =
+        listen(port).unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
