@@ -15,6 +15,7 @@ use super::response::ProxyBody;
 use crate::access_log::{AccessLog, Entry, now_rfc3339};
 use crate::error::ProxyError;
 use crate::split::Backend;
+use crate::trace_context::TraceContext;
 
 /// One request, as the steps after the choice of its backend see it.
 pub(super) struct Exchange<'a> {
@@ -24,6 +25,8 @@ pub(super) struct Exchange<'a> {
     pub request_id: HeaderValue,
     /// The id is the client's own (the mirror then keeps a copy of it).
     pub id_from_client: bool,
+    /// The W3C trace the request belongs to, and the serving request's span.
+    pub trace: TraceContext,
     pub serving: Backend,
     /// The serving backend's pools.
     pub pools: &'a Pools,
