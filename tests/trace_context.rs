@@ -1,5 +1,6 @@
 //! W3C trace context: both backends get the client's trace (or a new one),
-//! each request in a span of its own.
+//! each request in a span of its own, and the access log and `/mismatches`
+//! name the trace.
 
 mod support;
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use http::Method;
 use support::harness;
+use support::harness::series::comparisons;
 use support::{FakeUpstream, Received, Reply, http_client, send};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -51,10 +53,16 @@ fn sibling_spans<'a>(stable: &'a Received, candidate: &'a Received) -> [(&'a str
 }
 
 #[tokio::test]
-async fn the_client_trace_reaches_both_backends_in_sibling_spans() {
+async fn the_client_trace_reaches_both_backends_the_log_and_the_mismatch() {
     let stable = FakeUpstream::start(Reply::json(200, r#"{"predictions":[1]}"#)).await;
     let candidate = FakeUpstream::start(Reply::json(200, r#"{"predictions":[2]}"#)).await;
-    let proxy = harness::start(&stable.url(), Some(&candidate.url()), "").await;
+    let dir = harness::TempDir::new("trace-context");
+    let log_path = dir.path("access.jsonl");
+    let extra = format!(
+        "[log]\naccess = \"{}\"\n\n[compare]\npointer = \"/predictions\"\n",
+        log_path.display()
+    );
+    let proxy = harness::start(&stable.url(), Some(&candidate.url()), &extra).await;
     let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01");
     let headers = [
         ("x-request-id", "traced-1"),
@@ -81,7 +89,17 @@ async fn the_client_trace_reaches_both_backends_in_sibling_spans() {
         );
     }
 
+    proxy.wait_metric(&comparisons("mismatch"), 1.0, WAIT).await;
+    let mismatches = proxy.mismatches().await;
+    let record = &mismatches["mismatches"][0];
+    assert_eq!(record["request_id"], "traced-1", "{mismatches:#}");
+    assert_eq!(record["trace_id"], CLIENT_TRACE, "{mismatches:#}");
+
     proxy.stop().await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(line["request_id"], "traced-1", "{text}");
+    assert_eq!(line["trace_id"], CLIENT_TRACE, "{text}");
 }
 
 #[tokio::test]
@@ -120,3 +138,25 @@ async fn a_missing_or_invalid_traceparent_starts_a_new_trace_for_both_backends()
     assert_eq!(traces.len(), 3, "new traces repeat an id: {traces:?}");
 }
 
+#[tokio::test]
+async fn a_shadow_stripped_of_its_traceparent_leaves_the_mismatch_without_a_trace() {
+    let stable = FakeUpstream::start(Reply::json(200, r#"{"predictions":[1]}"#)).await;
+    let candidate = FakeUpstream::start(Reply::json(200, r#"{"predictions":[2]}"#)).await;
+    let extra = "[shadow]\nstrip_headers = [\"traceparent\", \"tracestate\"]\n\n\
+                 [compare]\npointer = \"/predictions\"\n";
+    let proxy = harness::start(&stable.url(), Some(&candidate.url()), extra).await;
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_PARENT}-01");
+    let headers = [("traceparent", traceparent.as_str()), ("tracestate", "a=1")];
+    let url = format!("{}{PATH}", proxy.url);
+    send(&http_client(), Method::POST, &url, &headers, "{}").await;
+    let (s, c) = one_each(&stable, &candidate).await;
+    assert_eq!(fields(s.header("traceparent").unwrap()).0, CLIENT_TRACE);
+    assert_eq!(s.header("tracestate"), Some("a=1"));
+    assert_eq!(c.header("traceparent"), None);
+    assert_eq!(c.header("tracestate"), None);
+    proxy.wait_metric(&comparisons("mismatch"), 1.0, WAIT).await;
+    let mismatches = proxy.mismatches().await;
+    let record = &mismatches["mismatches"][0];
+    assert!(record.get("trace_id").is_none(), "{mismatches:#}");
+    proxy.stop().await;
+}

@@ -64,9 +64,11 @@ impl Exchange<'_> {
         let Some(line) = &self.access else {
             return;
         };
+        let trace_id = self.trace.trace_id_hex();
         line.log.log(&Entry {
             time: now_rfc3339(),
             request_id: self.request_id.to_str().unwrap_or("-"),
+            trace_id: std::str::from_utf8(&trace_id).unwrap_or("-"),
             method: line.method.as_str(),
             path: &line.path,
             backend: self.serving.as_str(),
