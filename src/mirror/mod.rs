@@ -190,6 +190,7 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle, comparis
         }
     };
     let shadow_backend = job.serving.other();
+    let trace_id = crate::trace_context::trace_id(&job.headers);
     // The headers go out once: moved into the request, not cloned.
     let headers = std::mem::take(&mut job.headers);
     let (shadow, head) = send(&job, headers, body, shadow_backend, stats).await;
@@ -200,7 +201,7 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle, comparis
     if matches!(served, Answer::OverBudget) {
         return record_dropped(stats, head, DropReason::Budget);
     }
-    let pair = Pair::new(job, served, shadow, head, stats.clone());
+    let pair = Pair::new(job, trace_id, served, shadow, head, stats.clone());
     if pair.body_len() <= INLINE_COMPARE_BYTES {
         return pair.judge();
     }

@@ -26,6 +26,8 @@ pub(super) struct Pair {
     head: Option<ShadowHead>,
     comparator: Arc<Comparator>,
     request_id: HeaderValue,
+    /// The W3C trace id the shadow request carried, if it carried one.
+    trace_id: Option<u128>,
     method: Method,
     path_and_query: Option<PathAndQuery>,
     stats: StatsHandle,
@@ -35,9 +37,11 @@ pub(super) struct Pair {
 
 impl Pair {
     /// The pair of `job`: the serving backend's answer and the shadow's,
-    /// put in their stable and candidate places.
+    /// put in their stable and candidate places. `trace_id` is the trace
+    /// the shadow request carried.
     pub fn new(
         job: MirrorJob,
+        trace_id: Option<u128>,
         served: Answer,
         shadow: Answer,
         head: Option<ShadowHead>,
@@ -53,6 +57,7 @@ impl Pair {
             head,
             comparator: job.comparator,
             request_id: job.request_id,
+            trace_id,
             method: job.method,
             path_and_query: job.path_and_query,
             stats,
@@ -83,6 +88,7 @@ impl Pair {
             Box::new(MismatchRecord {
                 at_ms: unix_ms(),
                 request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
+                trace_id: self.trace_id.map(|id| format!("{id:032x}")),
                 method: self.method.to_string(),
                 path: self
                     .path_and_query

@@ -13,9 +13,10 @@ use super::headers::{self, X_REQUEST_ID};
 use crate::error::ProxyError;
 use crate::record::Ticket;
 use crate::split::{self, Backend};
+use crate::trace_context::TraceContext;
 
 impl Proxy {
-    /// Gives the request its id and chooses the backend that serves it: by
+    /// Gives the request its id and trace and chooses the backend that serves it: by
     /// the rollout's weight, or by its sticky key when one is configured.
     pub(super) fn choose_backend(&self, parts: &Parts) -> Exchange<'_> {
         let inner = &*self.inner;
@@ -47,6 +48,7 @@ impl Proxy {
             settings,
             request_id,
             id_from_client,
+            trace: TraceContext::for_request(&parts.headers),
             serving,
             pools,
             other,
@@ -80,10 +82,12 @@ impl Proxy {
         let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
         headers::prepare_request(&mut parts.headers, peer, scheme, authority.as_deref());
         // After the hop-by-hop removal: `Connection: x-request-id` cannot
-        // take the id away from the backends.
+        // take the id or the trace away from the backends.
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), exchange.request_id.clone());
+        let trace = &exchange.trace;
+        trace.apply(&mut parts.headers, trace.serving_span);
         if let Some(limit) = exchange.settings.max_body_bytes
             && declared_length(&parts.headers).is_some_and(|len| len > limit)
         {

@@ -114,6 +114,10 @@ impl Proxy {
         let settings = &exchange.settings;
         let (served_tx, served_rx) = oneshot::channel();
         let mut shadow_headers = parts.headers.clone();
+        // A span of its own, a sibling of the serving request's; applied
+        // before `strip_headers`, which may still take it away.
+        let trace = &exchange.trace;
+        trace.apply(&mut shadow_headers, trace.shadow_span());
         for name in &settings.shadow.strip_headers {
             shadow_headers.remove(name);
         }

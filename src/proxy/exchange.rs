@@ -15,6 +15,7 @@ use super::response::ProxyBody;
 use crate::access_log::{AccessLog, Entry, now_rfc3339};
 use crate::error::ProxyError;
 use crate::split::Backend;
+use crate::trace_context::TraceContext;
 
 /// One request, as the steps after the choice of its backend see it.
 pub(super) struct Exchange<'a> {
@@ -24,6 +25,8 @@ pub(super) struct Exchange<'a> {
     pub request_id: HeaderValue,
     /// The id is the client's own (the mirror then keeps a copy of it).
     pub id_from_client: bool,
+    /// The W3C trace the request belongs to, and the serving request's span.
+    pub trace: TraceContext,
     pub serving: Backend,
     /// The serving backend's pools.
     pub pools: &'a Pools,
@@ -61,9 +64,11 @@ impl Exchange<'_> {
         let Some(line) = &self.access else {
             return;
         };
+        let trace_id = self.trace.trace_id_hex();
         line.log.log(&Entry {
             time: now_rfc3339(),
             request_id: self.request_id.to_str().unwrap_or("-"),
+            trace_id: std::str::from_utf8(&trace_id).unwrap_or("-"),
             method: line.method.as_str(),
             path: &line.path,
             backend: self.serving.as_str(),

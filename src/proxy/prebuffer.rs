@@ -6,9 +6,10 @@
 //! The buffered part must arrive within `listen.request_buffer_timeout`
 //! (a whole-body deadline: an upload trickled a byte every few seconds never
 //! trips the idle timeout, but does trip this one). A body larger than the
-//! buffer streams on from where the buffer ends. It must never reorder,
-//! drop or copy a frame, and never arm a timer for a body that is already
-//! there when it is read (the common case of a small request).
+//! buffer streams on from where the buffer ends. It must never reorder or
+//! drop a frame, never copy one that was there when it was read, and never
+//! arm a timer for such a body (the common case of a small request); only
+//! the frames of a client that made it wait are copied (see `compact`).
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
@@ -70,7 +71,14 @@ where
                 if let Some(data) = frame.data_ref() {
                     buffered += data.len() as u64;
                 }
-                frames.push(frame);
+                frames.push(match deadline {
+                    // A frame that arrived after a wait is a trickle: a few
+                    // bytes cut from the connection's read buffer, which the
+                    // slice would keep alive (8 KiB each) while hyper reads
+                    // on into a new one. A copy holds only its bytes.
+                    Some(_) => compact(frame),
+                    None => frame,
+                });
             }
         }
     }
@@ -81,6 +89,14 @@ where
         buffered,
         rest: (!ended).then_some(body),
     })
+}
+
+/// `frame` with its data in an allocation of its own size.
+fn compact(frame: Frame<Bytes>) -> Frame<Bytes> {
+    match frame.into_data() {
+        Ok(data) => Frame::data(Bytes::copy_from_slice(&data)),
+        Err(frame) => frame,
+    }
 }
 
 impl<B> Prebuffered<B> {

@@ -46,6 +46,11 @@ pub struct MismatchRecord {
     /// Unix time in milliseconds.
     pub at_ms: u64,
     pub request_id: String,
+    /// The W3C trace id both backend requests carried (32 hex digits);
+    /// absent when `shadow.strip_headers` took `traceparent` off the
+    /// shadow request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     pub method: String,
     pub path: String,
     #[serde(flatten)]

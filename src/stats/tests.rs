@@ -95,6 +95,7 @@ async fn mismatch_ring_keeps_only_the_newest() {
             mismatch: Some(Box::new(MismatchRecord {
                 at_ms: i,
                 request_id: format!("r{i}"),
+                trace_id: Some(format!("{i:032x}")),
                 method: "POST".into(),
                 path: "/p".into(),
                 difference: Difference {

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use crate::compare::{Comparator, Comparison, Difference, Observed};
 use crate::labels::{FailureKind, StatusClass};
 use crate::stats::window::{RoleStats, WindowStats};
+use crate::trace_context::TraceContext;
 use crate::upstream::Upstream;
 
 use super::input::Numbered;
@@ -112,6 +113,7 @@ pub struct Exchange {
     pub method: String,
     pub path: String,
     pub request_id: Option<String>,
+    pub trace: TraceContext,
     pub stable: Answer,
     pub candidate: Answer,
     pub comparison: Comparison,
@@ -125,17 +127,24 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
         .request_id
         .clone()
         .unwrap_or_else(|| format!("validate-{}", numbered.line));
+    // As the proxy does: the recorded trace continued (or a new one), each
+    // backend's request a span of its own.
+    let trace = TraceContext::for_request(&request.headers);
+    let stable_span = (&trace, trace.serving_span);
+    let candidate_span = (&trace, trace.shadow_span());
     let (stable, candidate) = tokio::join!(
         send(
             &target.stable,
             &numbered,
             &request_id,
+            stable_span,
             target.max_body_bytes
         ),
         send(
             &target.candidate,
             &numbered,
             &request_id,
+            candidate_span,
             target.max_body_bytes
         ),
     );
@@ -147,6 +156,7 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
         method: request.method.to_string(),
         path: request.path_and_query.path().to_owned(),
         request_id: request.request_id.clone(),
+        trace,
         stable,
         candidate,
         comparison,
@@ -157,6 +167,7 @@ async fn send(
     upstream: &Upstream<Full<Bytes>>,
     numbered: &Numbered,
     request_id: &str,
+    (trace, span): (&TraceContext, u64),
     max_body_bytes: usize,
 ) -> Answer {
     let r = &numbered.request;
@@ -169,6 +180,7 @@ async fn send(
     if let Ok(id) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", id);
     }
+    trace.apply(headers, span);
     // Neither answer reaches a client: backends may skip side effects, as
     // they can for the proxy's mirrors.
     headers.insert("x-understudy-shadow", HeaderValue::from_static("1"));
@@ -222,6 +234,8 @@ pub struct MismatchExample {
     pub line: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The W3C trace both backends' requests were sent in.
+    pub trace_id: String,
     pub method: String,
     pub path: String,
     #[serde(flatten)]
@@ -271,6 +285,7 @@ impl Tally {
             self.mismatches.push(MismatchExample {
                 line: exchange.line,
                 request_id: exchange.request_id,
+                trace_id: String::from_utf8_lossy(&exchange.trace.trace_id_hex()).into_owned(),
                 method: exchange.method,
                 path: exchange.path,
                 difference,
