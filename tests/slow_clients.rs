@@ -169,11 +169,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_the_backend_slot() {
 
     // A reader with a tiny receive window that never reads: the proxy's
     // writes stall once the socket buffers are full.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut slow = socket.connect(addr).await.unwrap();
-    let head = "GET /large HTTP/1.1\r\nHost: p\r\n\r\n";
-    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut slow = slow_reader(addr, "/large").await;
     assert!(stable.wait_for_requests(1, Duration::from_secs(10)).await);
 
     // It holds the only slot until the send timeout cuts it off; then the

@@ -271,16 +271,14 @@ impl Pump {
     }
 }
 
-impl Pulled {
-    /// The next bytes of the spill file, read outside the lock: only the
-    /// client reads and moves `read`, and the pump never rewrites what it
-    /// has written.
-    fn read_spill(&self, file: &File, from: u64, to: u64) -> io::Result<Bytes> {
-        let len = (to - from).min(SPILL_READ as u64) as usize;
-        let mut buf = BytesMut::zeroed(len);
-        file.read_exact_at(&mut buf, from)?;
-        Ok(buf.freeze())
-    }
+/// The next bytes of the spill file, read outside the lock: only the
+/// client reads and moves `read`, and the pump never rewrites what it has
+/// written.
+fn read_spill(file: &File, from: u64, to: u64) -> io::Result<Bytes> {
+    let len = (to - from).min(SPILL_READ as u64) as usize;
+    let mut buf = BytesMut::zeroed(len);
+    file.read_exact_at(&mut buf, from)?;
+    Ok(buf.freeze())
 }
 
 impl<B> Body for ReadAhead<B>
@@ -337,7 +335,7 @@ impl Pulled {
             let (from, to) = (state.read, state.written);
             let file = state.spill.clone().expect("bytes were spilled to a file");
             drop(state);
-            return Poll::Ready(Some(match self.read_spill(&file, from, to) {
+            return Poll::Ready(Some(match read_spill(&file, from, to) {
                 Ok(data) => {
                     self.shared.lock().read += data.len() as u64;
                     self.shared.room.notify_one();
