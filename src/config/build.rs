@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use http::{HeaderName, Uri};
 
-use super::raw::{RawCompare, RawConfig, RawRollout};
+use super::raw::{RawConfig, RawRollout};
 use super::*;
-use crate::compare::{Comparator, CompareSpec};
 
 pub(super) fn build(
     text: &str,
@@ -328,52 +327,6 @@ impl Checker<'_> {
             routes,
             strip_headers,
         }
-    }
-
-    fn compare(&mut self, raw: RawCompare) -> Option<Compare> {
-        let defaults = CompareSpec::default();
-        let format = self.keyword("compare.format", raw.format);
-        let preset = self.keyword("compare.preset", raw.preset);
-        let mode = self.keyword("compare.mode", raw.mode);
-        let spec = CompareSpec {
-            format: format.unwrap_or(defaults.format),
-            preset,
-            pointer: raw.pointer,
-            ignore: raw.ignore.unwrap_or_default(),
-            abs_tolerance: raw.abs_tolerance.unwrap_or(defaults.abs_tolerance),
-            rel_tolerance: raw.rel_tolerance.unwrap_or(defaults.rel_tolerance),
-            mode,
-            min_cosine: raw.min_cosine.unwrap_or(defaults.min_cosine),
-        };
-        let keep_mismatches = self.count(
-            "compare.keep_mismatches",
-            raw.keep_mismatches,
-            DEFAULT_KEEP_MISMATCHES,
-            0,
-        );
-        let threads = self.count("compare.threads", raw.threads, default_compare_threads(), 1);
-        let queue = self.count("compare.queue", raw.queue, DEFAULT_COMPARE_QUEUE, 1);
-        let priority = self
-            .keyword("compare.priority", raw.priority)
-            .unwrap_or_default();
-        if let Err(e) = Comparator::new(&spec) {
-            // The message names the key itself; report it under that key.
-            let key = e.key().split('[').next().unwrap_or("compare").to_owned();
-            let message = e.to_string();
-            let message = message
-                .strip_prefix(e.key())
-                .unwrap_or(&message)
-                .trim_start();
-            self.problem(&key, message);
-            return None;
-        }
-        Some(Compare {
-            spec,
-            keep_mismatches,
-            threads,
-            queue,
-            priority,
-        })
     }
 
     fn rollout(&mut self, raw: RawRollout) -> Rollout {

@@ -9,6 +9,7 @@
 mod build;
 mod build_backends;
 mod build_fleet;
+mod compare_settings;
 mod locate;
 mod raw;
 mod rollout_settings;
@@ -21,8 +22,11 @@ use std::time::Duration;
 
 use http::{HeaderName, Uri};
 
-use crate::compare::CompareSpec;
 use crate::split::StickyKey;
+pub use compare_settings::{
+    Compare, ComparePriority, DEFAULT_COMPARE_QUEUE, DEFAULT_KEEP_MISMATCHES,
+    default_compare_threads,
+};
 pub use rollout_settings::{
     DEFAULT_INTERVAL, DEFAULT_LATENCY_SLACK_MS, DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MAX_LATENCY_INCREASE, DEFAULT_MIN_MATCH_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_STATE_FILE,
@@ -59,20 +63,6 @@ pub const DEFAULT_SHADOW_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// candidate answer that is 300 mirrored requests a second of ML-sized
 /// traffic, more than two cores can compare.
 pub const DEFAULT_SHADOW_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
-/// Large pairs that may wait for a comparison thread. A pair of 500 KB
-/// answers takes about a millisecond to compare, so 64 waiting pairs are a
-/// few tens of milliseconds of backlog on two threads: enough to ride out a
-/// burst, short enough that evidence stays fresh. Their bytes count against
-/// `shadow.max_buffered_bytes` while they wait.
-pub const DEFAULT_COMPARE_QUEUE: usize = 64;
-
-/// One comparison thread per core: they only take CPU time serving leaves
-/// idle (see `mirror::compare_pool`), so more threads than cores could
-/// never run at once, and fewer would leave idle cores unused.
-pub fn default_compare_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
-}
-
 /// How much of an answer hyper takes into a client connection's write
 /// buffer before it stops pulling the body (its limit for heads too).
 pub fn write_buffer_bytes(max_header_bytes: usize) -> usize {
@@ -81,8 +71,6 @@ pub fn write_buffer_bytes(max_header_bytes: usize) -> usize {
 
 /// The shadow is not allowed to hold resources longer than this.
 pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many recent mismatches `/mismatches` keeps.
-pub const DEFAULT_KEEP_MISMATCHES: usize = 100;
 /// Grace period for in-flight requests on SIGTERM (Kubernetes' default
 /// termination grace period is 30 s; we leave it headroom to exit cleanly).
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
@@ -250,31 +238,6 @@ pub struct Shadow {
     pub routes: Vec<RoutePattern>,
     /// Headers never sent to the shadow backend.
     pub strip_headers: Vec<HeaderName>,
-}
-
-#[derive(Debug, Clone)]
-pub struct Compare {
-    pub spec: CompareSpec,
-    pub keep_mismatches: usize,
-    /// Comparison threads for large pairs (fixed at start).
-    pub threads: usize,
-    /// Large pairs that may wait for a comparison thread (fixed at start).
-    pub queue: usize,
-    /// How the comparison threads are scheduled (fixed at start).
-    pub priority: ComparePriority,
-}
-
-/// `compare.priority`: how the comparison threads are scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ComparePriority {
-    /// Linux `SCHED_IDLE`: only CPU time that nothing else wants. Serving
-    /// never waits for a comparison; under full load, pairs are shed.
-    #[default]
-    Idle,
-    /// Normal priority: comparisons share the CPU with serving. For hosts
-    /// where evidence matters more than client latency (a staging proxy).
-    Normal,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,97 @@
+//! `[compare]` as validated: what is compared and how (the comparator's
+//! [`CompareSpec`]), how many mismatches are kept, and the comparison
+//! threads' size and priority.
+
+use super::build::Checker;
+use super::raw::RawCompare;
+use crate::compare::{Comparator, CompareSpec};
+
+/// How many recent mismatches `/mismatches` keeps.
+pub const DEFAULT_KEEP_MISMATCHES: usize = 100;
+
+/// Large pairs that may wait for a comparison thread. A pair of 500 KB
+/// answers takes about a millisecond to compare, so 64 waiting pairs are a
+/// few tens of milliseconds of backlog on two threads: enough to ride out a
+/// burst, short enough that evidence stays fresh. Their bytes count against
+/// `shadow.max_buffered_bytes` while they wait.
+pub const DEFAULT_COMPARE_QUEUE: usize = 64;
+
+/// One comparison thread per core: they only take CPU time serving leaves
+/// idle (see `mirror::compare_pool`), so more threads than cores could
+/// never run at once, and fewer would leave idle cores unused.
+pub fn default_compare_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+#[derive(Debug, Clone)]
+pub struct Compare {
+    pub spec: CompareSpec,
+    pub keep_mismatches: usize,
+    /// Comparison threads for large pairs (fixed at start).
+    pub threads: usize,
+    /// Large pairs that may wait for a comparison thread (fixed at start).
+    pub queue: usize,
+    /// How the comparison threads are scheduled (fixed at start).
+    pub priority: ComparePriority,
+}
+
+/// `compare.priority`: how the comparison threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComparePriority {
+    /// Linux `SCHED_IDLE`: only CPU time that nothing else wants. Serving
+    /// never waits for a comparison; under full load, pairs are shed.
+    #[default]
+    Idle,
+    /// Normal priority: comparisons share the CPU with serving. For hosts
+    /// where evidence matters more than client latency (a staging proxy).
+    Normal,
+}
+
+impl Checker<'_> {
+    pub(super) fn compare(&mut self, raw: RawCompare) -> Option<Compare> {
+        let defaults = CompareSpec::default();
+        let format = self.keyword("compare.format", raw.format);
+        let preset = self.keyword("compare.preset", raw.preset);
+        let mode = self.keyword("compare.mode", raw.mode);
+        let spec = CompareSpec {
+            format: format.unwrap_or(defaults.format),
+            preset,
+            pointer: raw.pointer,
+            ignore: raw.ignore.unwrap_or_default(),
+            abs_tolerance: raw.abs_tolerance.unwrap_or(defaults.abs_tolerance),
+            rel_tolerance: raw.rel_tolerance.unwrap_or(defaults.rel_tolerance),
+            mode,
+            min_cosine: raw.min_cosine.unwrap_or(defaults.min_cosine),
+        };
+        let keep_mismatches = self.count(
+            "compare.keep_mismatches",
+            raw.keep_mismatches,
+            DEFAULT_KEEP_MISMATCHES,
+            0,
+        );
+        let threads = self.count("compare.threads", raw.threads, default_compare_threads(), 1);
+        let queue = self.count("compare.queue", raw.queue, DEFAULT_COMPARE_QUEUE, 1);
+        let priority = self
+            .keyword("compare.priority", raw.priority)
+            .unwrap_or_default();
+        if let Err(e) = Comparator::new(&spec) {
+            // The message names the key itself; report it under that key.
+            let key = e.key().split('[').next().unwrap_or("compare").to_owned();
+            let message = e.to_string();
+            let message = message
+                .strip_prefix(e.key())
+                .unwrap_or(&message)
+                .trim_start();
+            self.problem(&key, message);
+            return None;
+        }
+        Some(Compare {
+            spec,
+            keep_mismatches,
+            threads,
+            queue,
+            priority,
+        })
+    }
+}
