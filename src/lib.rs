@@ -17,7 +17,8 @@
 //!   [`telemetry`] exports them to Prometheus; [`admin`] serves metrics,
 //!   [`status`] JSON and rollout control on a separate port. [`labels`]
 //!   holds the closed sets behind every metric label and counter array (a
-//!   leaf that every layer uses); [`units`] writes percentages, milliseconds
+//!   leaf that every layer uses); [`sse`] reads LLM servers' event
+//!   streams; [`units`] writes percentages, milliseconds
 //!   and durations for people, and [`box_error`] names the one boxed error.
 //! * [`rollout`] judges each step on the stats' window and moves the weight;
 //!   [`config`] validates the TOML; [`server`] wires it all together and
@@ -64,6 +65,7 @@ pub mod routing;
 pub mod send_timeout;
 pub mod server;
 pub mod split;
+pub mod sse;
 pub mod stats;
 pub mod status;
 pub mod telemetry;
