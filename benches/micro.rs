@@ -248,6 +248,7 @@ fn mirror_spawn(c: &mut Criterion) {
                         timeout: Duration::from_secs(5),
                         served_timeout: Duration::from_secs(35),
                         reservation: mirror.budget().reservation(),
+                        noise: None,
                     };
                     mirror.spawn(
                         job,

@@ -98,6 +98,9 @@ pub struct Metrics {
     pub state_file_behind: Gauge,
     pub responses_spilled: Counter,
     pub response_spill_failures: Counter,
+    /// Stable-vs-stable comparisons by outcome (`compare.noise_percent`).
+    pub noise_comparisons: [Counter; Outcome::COUNT],
+    pub noise_dropped: Counter,
     process: ProcessMetrics,
 }
 
@@ -229,6 +232,13 @@ impl Metrics {
             state_file_behind: r.gauge("understudy_state_file_behind", &[]),
             responses_spilled: r.counter("understudy_responses_spilled_total", &[]),
             response_spill_failures: r.counter("understudy_response_spill_failures_total", &[]),
+            noise_comparisons: Outcome::ALL.map(|o| {
+                r.counter(
+                    "understudy_noise_comparisons_total",
+                    &[("result", o.as_str())],
+                )
+            }),
+            noise_dropped: r.counter("understudy_noise_dropped_total", &[]),
             process: ProcessMetrics::new(&recorder),
             handle,
             recorder,

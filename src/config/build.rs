@@ -136,6 +136,9 @@ impl Checker<'_> {
         let shadow = self.shadow(raw.shadow, candidate.is_some());
         let compare = self.compare(raw.compare);
         let rollout = raw.rollout.map(|r| self.rollout(r));
+        if let (Some(r), Some(c)) = (&rollout, &compare) {
+            self.relative_gate(r, c);
+        }
         if rollout.is_some() && candidate.is_none() {
             self.problem(
                 "rollout",
@@ -371,6 +374,9 @@ impl Checker<'_> {
                 raw.min_match_rate,
                 DEFAULT_MIN_MATCH_RATE,
             ),
+            max_match_rate_drop: raw
+                .max_match_rate_drop
+                .map(|v| self.rate("rollout.max_match_rate_drop", Some(v), 0.0)),
             match_unit: match raw.match_unit.as_deref() {
                 None | Some("request") => MatchUnit::Request,
                 Some("row") => MatchUnit::Row,

@@ -33,6 +33,9 @@ pub struct Compare {
     pub queue: usize,
     /// How the comparison threads are scheduled (fixed at start).
     pub priority: ComparePriority,
+    /// Share of mirrored requests served by stable that are also sent to
+    /// stable a second time, 0..=100 (0 = off): the noise floor.
+    pub noise_percent: f64,
 }
 
 /// `compare.priority`: how the comparison threads are scheduled.
@@ -75,6 +78,7 @@ impl Checker<'_> {
         let priority = self
             .keyword("compare.priority", raw.priority)
             .unwrap_or_default();
+        let noise_percent = self.noise_percent(raw.noise_percent);
         if let Err(e) = Comparator::new(&spec) {
             // The message names the key itself; report it under that key.
             let key = e.key().split('[').next().unwrap_or("compare").to_owned();
@@ -92,6 +96,46 @@ impl Checker<'_> {
             threads,
             queue,
             priority,
+            noise_percent,
         })
+    }
+
+    /// `compare.noise_percent`: a percentage, off by default (it adds load
+    /// on the stable backend).
+    fn noise_percent(&mut self, value: Option<f64>) -> f64 {
+        let Some(percent) = value else { return 0.0 };
+        if (0.0..=100.0).contains(&percent) {
+            percent
+        } else {
+            self.problem(
+                "compare.noise_percent",
+                format!("expected a percentage between 0 and 100, got {percent}"),
+            );
+            0.0
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// `rollout.max_match_rate_drop` judges against stable's agreement
+    /// with itself, which only `compare.noise_percent` measures, and counts
+    /// whole responses.
+    pub(super) fn relative_gate(&mut self, rollout: &super::Rollout, compare: &Compare) {
+        if rollout.max_match_rate_drop.is_none() {
+            return;
+        }
+        if compare.noise_percent <= 0.0 {
+            self.problem(
+                "rollout.max_match_rate_drop",
+                "needs compare.noise_percent above 0: the floor it is judged against is \
+                 stable's agreement with itself, learned from requests sent to stable twice",
+            );
+        }
+        if rollout.match_unit == super::MatchUnit::Row {
+            self.problem(
+                "rollout.max_match_rate_drop",
+                "counts whole responses; it cannot be used with match_unit = \"row\"",
+            );
+        }
     }
 }

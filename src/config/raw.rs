@@ -113,6 +113,7 @@ pub struct RawCompare {
     pub threads: Option<i64>,
     pub queue: Option<i64>,
     pub priority: Option<String>,
+    pub noise_percent: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +126,7 @@ pub struct RawRollout {
     pub max_latency_increase: Option<f64>,
     pub max_latency_increase_ms: Option<f64>,
     pub min_match_rate: Option<f64>,
+    pub max_match_rate_drop: Option<f64>,
     pub match_unit: Option<String>,
     pub state_file: Option<String>,
     pub max_step_duration: Option<String>,

@@ -35,6 +35,10 @@ pub struct Rollout {
     /// Absolute latency slack in milliseconds (see the judge's tolerance).
     pub max_latency_increase_ms: f64,
     pub min_match_rate: f64,
+    /// The relative match gate: how far the candidate's match rate may
+    /// fall below stable's agreement with itself (`compare.noise_percent`).
+    /// When set it replaces the absolute `min_match_rate` gate.
+    pub max_match_rate_drop: Option<f64>,
     /// `request` (default) or `row`: what `min_match_rate` counts.
     pub match_unit: MatchUnit,
     pub state_file: PathBuf,

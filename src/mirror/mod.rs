@@ -19,6 +19,7 @@
 //! knows the proxy.
 
 pub mod compare_pool;
+pub mod noise;
 mod pair;
 pub mod plan;
 mod shadow;
@@ -41,6 +42,7 @@ use crate::stats::{DropReason, Event, ShadowResult, StatsHandle};
 use crate::upstream::Upstream;
 
 use compare_pool::ComparePool;
+use noise::{NoiseJob, NoisePair};
 use pair::{Answer, Pair, record_dropped, wait_served};
 pub use plan::MirrorPlan;
 use shadow::send;
@@ -79,6 +81,8 @@ pub struct MirrorJob {
     pub served_timeout: Duration,
     /// The bytes this mirror holds, shared with the captures that feed it.
     pub reservation: Arc<Reservation>,
+    /// A second request to stable, for the noise floor (see [`noise`]).
+    pub noise: Option<NoiseJob>,
 }
 
 /// What the data path delivers to a running mirror later.
@@ -191,21 +195,55 @@ async fn run(mut job: MirrorJob, pending: Pending, stats: &StatsHandle, comparis
     };
     let shadow_backend = job.serving.other();
     let trace_id = crate::trace_context::trace_id(&job.headers);
+    // The noise job leaves the job (its permit is held until this mirror
+    // ends); the headers are cloned only for it.
+    let noise_job = job.noise.take();
+    let noise_headers = noise_job.as_ref().map(|_| job.headers.clone());
     // The headers go out once: moved into the request, not cloned.
     let headers = std::mem::take(&mut job.headers);
-    let (shadow, head) = send(&job, headers, body, shadow_backend, stats).await;
+    let noise_send = async {
+        match (&noise_job, noise_headers) {
+            (Some(noise_job), Some(h)) => Some(noise::send(&job, noise_job, h, body.clone()).await),
+            _ => None,
+        }
+    };
+    let ((shadow, head), second) = tokio::join!(
+        send(&job, headers, body.clone(), shadow_backend, stats),
+        noise_send
+    );
+    let noise_dropped = || {
+        if noise_job.is_some() {
+            stats.record(Event::NoiseDropped);
+        }
+    };
     if matches!(shadow, Answer::OverBudget) {
+        noise_dropped();
         return record_dropped(stats, head, DropReason::Budget);
     }
     let served = wait_served(pending.served, job.served_timeout).await;
     if matches!(served, Answer::OverBudget) {
+        noise_dropped();
         return record_dropped(stats, head, DropReason::Budget);
     }
+    let noise = noise_job
+        .as_ref()
+        .zip(second)
+        .map(|(n, second)| NoisePair::new(&job, n, (served.clone(), second), stats.clone()));
     let pair = Pair::new(job, trace_id, served, shadow, head, stats.clone());
-    if pair.body_len() <= INLINE_COMPARE_BYTES {
-        return pair.judge();
+    let body_len = pair
+        .body_len()
+        .max(noise.as_ref().map_or(0, NoisePair::body_len));
+    let judge = move || {
+        pair.judge();
+        if let Some(noise) = noise {
+            noise.judge();
+        }
+    };
+    if body_len <= INLINE_COMPARE_BYTES {
+        return judge();
     }
-    if comparisons.try_submit(move || pair.judge()).is_err() {
+    if comparisons.try_submit(judge).is_err() {
+        noise_dropped();
         record_dropped(stats, head, DropReason::Busy);
     }
 }

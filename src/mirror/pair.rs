@@ -146,6 +146,7 @@ fn record_judged(
 }
 
 /// A backend's answer with its body collected (up to a cap).
+#[derive(Clone)]
 pub(super) enum Answer {
     Failed,
     Response {
@@ -162,14 +163,14 @@ pub(super) enum Answer {
 }
 
 impl Answer {
-    fn body_len(&self) -> usize {
+    pub(super) fn body_len(&self) -> usize {
         match self {
             Answer::Response { body, .. } => body.len(),
             _ => 0,
         }
     }
 
-    fn observed(&self) -> Option<Observed<'_>> {
+    pub(super) fn observed(&self) -> Option<Observed<'_>> {
         match self {
             Answer::Failed
             | Answer::Response {

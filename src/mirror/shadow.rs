@@ -12,7 +12,7 @@ use super::MirrorJob;
 use super::pair::{Answer, ShadowHead};
 use crate::split::Backend;
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
-use crate::upstream::{self, UpstreamError};
+use crate::upstream::{self, Upstream, UpstreamError};
 
 /// Sends the shadow request and collects its answer. Every outcome but a
 /// clean answer is recorded here; a clean answer's head is returned instead,
@@ -41,7 +41,7 @@ pub(super) async fn send(
     // each time and registers it in tokio's timer wheel whenever that step
     // has to wait.
     let mut head = None;
-    let exchange = exchange(job, request, backend, &mut head);
+    let exchange = exchange(job, &job.target, request, backend, &mut head);
     let result = match tokio::time::timeout_at(started + job.timeout, exchange).await {
         Ok(result) => result,
         Err(_) if head.is_none() => Err(Broke::Head(job.target.timed_out(job.timeout))),
@@ -99,38 +99,35 @@ pub(super) async fn send(
 }
 
 /// What a shadow exchange that did not break off read.
-struct Collected {
+pub(super) struct Collected {
     /// The body, up to `shadow.max_body_bytes`.
-    body: Bytes,
+    pub body: Bytes,
     /// The body went past the cap and was cut there.
-    truncated: bool,
+    pub truncated: bool,
     /// A gRPC call that failed, by its head or its trailers.
-    grpc_failed: bool,
+    pub grpc_failed: bool,
     /// The body did not fit the byte budget; reading stopped there.
-    over_budget: bool,
+    pub over_budget: bool,
 }
 
 /// How a shadow exchange broke off.
-enum Broke {
+pub(super) enum Broke {
     /// No response head: the request failed or timed out.
     Head(UpstreamError),
     /// The body broke off or timed out after the head.
     Body,
 }
 
-/// The shadow exchange without a time limit: the response head (left in
-/// `head` as soon as it arrives), then the body up to the cap.
-async fn exchange(
+/// The exchange with `target` without a time limit: the response head
+/// (left in `head` as soon as it arrives), then the body up to the cap.
+pub(super) async fn exchange(
     job: &MirrorJob,
+    target: &Upstream<Full<Bytes>>,
     request: Request<Full<Bytes>>,
     backend: Backend,
     head: &mut Option<ShadowHead>,
 ) -> Result<Collected, Broke> {
-    let (response, sent) = job
-        .target
-        .send_unbounded(request)
-        .await
-        .map_err(Broke::Head)?;
+    let (response, sent) = target.send_unbounded(request).await.map_err(Broke::Head)?;
     // Timed from the request going out, as the serving side is: a shadow
     // that waited for a connection is not a slower model.
     *head = Some(ShadowHead {

@@ -126,6 +126,11 @@ impl Proxy {
             .other
             .expect("mirror planned only with another backend");
         let request_id = &exchange.request_id;
+        let noise = self.inner.mirror.plan_noise(
+            settings.noise.as_ref(),
+            exchange.serving,
+            &exchange.pools.shadow,
+        );
         let job = MirrorJob {
             request_id: if exchange.id_from_client {
                 owned_header_value(request_id)
@@ -142,6 +147,7 @@ impl Proxy {
             timeout: settings.shadow.timeout,
             served_timeout: exchange.pools.serve.timeout() + settings.shadow.timeout,
             reservation,
+            noise,
         };
         let pending = Pending {
             request_body,

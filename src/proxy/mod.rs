@@ -68,6 +68,8 @@ pub struct Settings {
     /// `listen.response_buffer_bytes`, `response_spill_bytes`, `spill_dir`.
     pub read_ahead: ReadAheadSettings,
     pub comparator: Arc<Comparator>,
+    /// `compare.noise_percent` (`None` when 0): the noise floor's sample.
+    pub noise: Option<Arc<crate::mirror::noise::NoiseSettings>>,
     pub backend_header: bool,
     pub sticky: Option<StickyKey>,
 }
@@ -87,6 +89,7 @@ impl Settings {
                 direct_up_to: config::write_buffer_bytes(config.listen.max_header_bytes) as u64,
             },
             comparator: Arc::new(Comparator::new(&config.compare.spec)?),
+            noise: crate::mirror::noise::NoiseSettings::from_config(&config.compare),
             backend_header: config.listen.backend_header,
             sticky: config.split.sticky.clone(),
         })

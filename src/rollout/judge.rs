@@ -23,7 +23,9 @@
 //!   absolute test alone decides. Pass when the rate is credibly
 //!   `<= max_error_rate`, so a shared outage never passes either.
 //! * **match** — fail when matched/compared is credibly below
-//!   `min_match_rate`; pass when it is credibly `>=` it.
+//!   `min_match_rate`; pass when it is credibly `>=` it. With
+//!   `max_match_rate_drop` set, the match rate is judged against stable's
+//!   agreement with itself instead (see [`relative`]).
 //! * **latency** — the tolerance around stable's latency `x` is
 //!   `max((1 + max_latency_increase) x, x + max_latency_increase_ms)`. The
 //!   judged quantile is the highest of p99/p98/p95/p90 the smaller side
@@ -53,6 +55,7 @@
 mod evidence;
 pub mod latency;
 pub mod paired;
+pub mod relative;
 pub mod rows;
 mod rules;
 pub(crate) mod stats;
@@ -64,6 +67,7 @@ mod thresholds;
 
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
+pub use relative::{NoiseCounts, RelativeEvidence};
 pub use thresholds::Thresholds;
 
 pub use crate::config::MatchUnit;
@@ -112,6 +116,8 @@ pub struct JudgeInput<'a> {
     pub looks: Looks,
     /// Per-request row sums, for `match_unit = "row"`.
     pub rows: RowClusters,
+    /// Stable-vs-stable pairs, for `max_match_rate_drop`.
+    pub noise: NoiseCounts,
 }
 
 /// What the judge reads from a window of statistics: each backend's traffic
@@ -131,6 +137,8 @@ pub struct CombinedWindow {
     pub matched: u64,
     /// Per-request row sums, for `match_unit = "row"`.
     pub rows: RowClusters,
+    /// Stable-vs-stable pairs, for `max_match_rate_drop`.
+    pub noise: NoiseCounts,
 }
 
 impl CombinedWindow {
@@ -141,6 +149,10 @@ impl CombinedWindow {
             compared: window.compared(),
             matched: window.comparisons_of(crate::labels::Outcome::Match),
             rows: window.row_clusters,
+            noise: NoiseCounts {
+                compared: window.noise.compared(),
+                matched: window.noise.matched(),
+            },
         }
     }
 }
@@ -170,6 +182,7 @@ impl<'a> JudgeInput<'a> {
             elapsed,
             looks,
             rows: window.rows,
+            noise: window.noise,
         }
     }
 }
@@ -255,7 +268,10 @@ pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
             slack_us(t),
             input.looks,
         ),
-        match_rule(&evidence, t),
+        match &evidence.relative {
+            Some(relative) => relative.rule(),
+            None => match_rule(&evidence, t),
+        },
     ];
     evidence.criteria = Criteria {
         interval: lines[0].0,

@@ -8,6 +8,8 @@
 //! step). It also feeds the Prometheus handles and keeps the last mismatches.
 //! It must never block the data path and never hold request bodies.
 
+pub mod noise;
+pub mod noise_fields;
 pub mod window;
 
 use std::collections::VecDeque;
@@ -101,6 +103,15 @@ pub enum Event {
         shadow: Option<ShadowAnswer>,
         reason: DropReason,
     },
+    /// A stable-vs-stable pair (`compare.noise_percent`) was judged, with
+    /// the JSON locations where the two answers differed when both were
+    /// JSON (see [`noise_fields`]).
+    Noise {
+        outcome: Outcome,
+        fields: Option<Box<[Box<str>]>>,
+    },
+    /// A request sampled for a second stable answer did not get one.
+    NoiseDropped,
 }
 
 /// A shadow's clean response head, recorded with what became of its pair.
@@ -372,6 +383,8 @@ impl StatsTask {
                 }
                 self.on_compare_dropped(reason);
             }
+            Event::Noise { outcome, fields } => self.on_noise(outcome, fields),
+            Event::NoiseDropped => self.on_noise_dropped(),
         }
     }
 

@@ -123,6 +123,8 @@ pub struct WindowStats {
     pub compare_dropped: [u64; DropReason::COUNT],
     /// Per-request sums behind a clustered per-row agreement bound.
     pub row_clusters: RowClusters,
+    /// Stable compared with itself (`compare.noise_percent`).
+    pub noise: super::noise::NoiseStats,
 }
 
 /// Sums over compared requests with rows, enough for a cluster-robust
@@ -234,5 +236,6 @@ impl WindowStats {
         self.elements.matched += other.elements.matched;
         self.elements.mismatched += other.elements.mismatched;
         self.row_clusters.merge(&other.row_clusters);
+        self.noise.merge(&other.noise);
     }
 }

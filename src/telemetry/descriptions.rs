@@ -8,7 +8,7 @@ pub(super) enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
+pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 34] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -33,6 +33,16 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
         "understudy_comparisons_total",
         Kind::Counter,
         "Outcome of comparing the stable and candidate responses of one request.",
+    ),
+    (
+        "understudy_noise_comparisons_total",
+        Kind::Counter,
+        "Outcome of comparing two answers of the stable backend to the same request (compare.noise_percent): the noise floor, apart from understudy_comparisons_total.",
+    ),
+    (
+        "understudy_noise_dropped_total",
+        Kind::Counter,
+        "Requests sampled by compare.noise_percent whose second stable request was not sent: no mirror permit left, or half the shadow byte budget in use.",
     ),
     (
         "understudy_comparisons_dropped_total",

@@ -166,6 +166,9 @@ pub struct Evidence {
     /// Per-row agreement with its clustered bound (`None` without rows).
     #[serde(default)]
     pub row_matching: Option<super::rows::RowEvidence>,
+    /// The relative match gate's numbers, when `max_match_rate_drop` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative: Option<super::RelativeEvidence>,
     /// The latency test as judged: quantile, log ratio, interval, limit.
     #[serde(default)]
     pub latency: latency::LatencyTest,
@@ -207,6 +210,9 @@ impl Evidence {
             p99_ratio,
             latency_min_samples: latency::min_samples(),
             row_matching: super::rows::measure(&input.rows, t.min_match_rate),
+            relative: t.max_match_rate_drop.map(|drop| {
+                super::RelativeEvidence::measure(input.matched, input.compared, input.noise, drop)
+            }),
             latency: latency::LatencyTest::measure(
                 input.stable.latency_us,
                 input.candidate.latency_us,

@@ -29,6 +29,10 @@ pub struct Thresholds {
     pub min_match_rate: f64,
     /// What `min_match_rate` counts: whole responses or prediction rows.
     pub match_unit: MatchUnit,
+    /// How far the match rate may fall below stable's agreement with
+    /// itself; when set it replaces `min_match_rate` (see `relative`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_match_rate_drop: Option<f64>,
 }
 
 impl Default for Thresholds {
@@ -41,6 +45,7 @@ impl Default for Thresholds {
             max_latency_increase_ms: config::DEFAULT_LATENCY_SLACK_MS,
             min_match_rate: config::DEFAULT_MIN_MATCH_RATE,
             match_unit: MatchUnit::Request,
+            max_match_rate_drop: None,
         }
     }
 }
@@ -57,6 +62,7 @@ impl From<&config::Rollout> for Thresholds {
             max_latency_increase_ms: rollout.max_latency_increase_ms,
             min_match_rate: rollout.min_match_rate,
             match_unit: rollout.match_unit,
+            max_match_rate_drop: rollout.max_match_rate_drop,
         }
     }
 }
