@@ -209,6 +209,7 @@ async fn status(state: &AdminState) -> Option<Value> {
         },
         "requests": cumulative.stable.serve.requests + cumulative.candidate.serve.requests,
         "match_rate": cumulative.comparisons.match_rate,
+        "self_agreement": cumulative.noise.as_ref().and_then(|n| n.self_agreement),
         "mirrors_in_flight": state.proxy.mirrors_in_flight(),
         "cumulative": cumulative,
         "window": WindowReport::from_window(&snapshot.sliding),

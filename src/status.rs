@@ -85,6 +85,10 @@ pub struct WindowReport {
     /// Mirror outcomes: sent, dropped_overload, dropped_busy, dropped_budget,
     /// skipped_body, skipped_route, error.
     pub shadow: BTreeMap<String, u64>,
+    /// Stable compared with itself (`compare.noise_percent`), when any
+    /// request was sent to stable twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise: Option<crate::stats::noise::NoiseReport>,
 }
 
 impl WindowReport {
@@ -118,6 +122,7 @@ impl WindowReport {
                 .zip(window.shadow)
                 .map(|(r, n)| (r.as_str().to_string(), n))
                 .collect(),
+            noise: crate::stats::noise::NoiseReport::of(&window.noise),
         }
     }
 }

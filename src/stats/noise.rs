@@ -141,6 +141,77 @@ pub fn ignore_line(pointers: &[String]) -> Option<String> {
     Some(format!("ignore = [{}]", quoted.join(", ")))
 }
 
+/// How many noisy locations reports show.
+pub const REPORT_LOCATIONS: usize = 10;
+
+/// The noise floor as `/status` and validation reports show it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct NoiseReport {
+    /// Stable-vs-stable pairs compared (match + mismatch).
+    pub compared: u64,
+    pub matched: u64,
+    /// matched / compared: how often stable agrees with itself.
+    pub self_agreement: Option<f64>,
+    /// By outcome: match, mismatch, stable_error, shadow_error (the second
+    /// stable request), uncomparable.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Sampled requests whose second stable request was shed.
+    pub dropped: u64,
+    /// Pairs of two JSON answers diffed field by field.
+    pub fields_diffed: u64,
+    /// The locations that differed most often.
+    pub fields: Vec<NoisyField>,
+    /// Differences at locations beyond those counted one by one.
+    pub other_locations: u64,
+    /// Locations that differ in most pairs, and the `compare.ignore` line
+    /// that would stop comparing them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<Suggestion>,
+}
+
+/// "These fields are noise: ignore them?"
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Suggestion {
+    pub message: String,
+    pub ignore: Vec<String>,
+    /// The line to add to `[compare]` (merged with any `ignore` there).
+    pub config_line: String,
+}
+
+impl NoiseReport {
+    /// `None` when no request was sent to stable twice in the window.
+    pub fn of(noise: &NoiseStats) -> Option<Self> {
+        let total: u64 = noise.comparisons.iter().sum();
+        if total == 0 && noise.dropped == 0 {
+            return None;
+        }
+        let ignore = noise.fields.suggested();
+        let suggestion = ignore_line(&ignore).map(|config_line| Suggestion {
+            message: format!(
+                "these fields differ between two answers of stable to the same request in at                  least {:.0}% of pairs: they are noise; ignore them?",
+                SUGGEST_SHARE * 100.0
+            ),
+            ignore,
+            config_line,
+        });
+        Some(Self {
+            compared: noise.compared(),
+            matched: noise.matched(),
+            self_agreement: noise.agreement(),
+            outcomes: Outcome::ALL
+                .iter()
+                .zip(noise.comparisons)
+                .map(|(outcome, n)| (outcome.as_str().to_string(), n))
+                .collect(),
+            dropped: noise.dropped,
+            fields_diffed: noise.fields.diffed,
+            fields: noise.fields.top(REPORT_LOCATIONS),
+            other_locations: noise.fields.other,
+            suggestion,
+        })
+    }
+}
+
 impl StatsTask {
     pub(super) fn on_noise(&mut self, outcome: Outcome, fields: Option<Box<[Box<str>]>>) {
         self.metrics.noise_comparisons[outcome.index()].increment(1);

@@ -80,6 +80,7 @@ pub fn render(report: &Report, window: &WindowStats, title: &str) -> String {
     let stable = window.stable.combined();
     let candidate = window.candidate.combined();
     h.push_str(&chart(&stable.latency_us, &candidate.latency_us));
+    super::noise::html(&mut h, report);
     mismatches(&mut h, report);
     let evidence = serde_json::to_string_pretty(&report.evidence).unwrap_or_default();
     let _ = writeln!(

@@ -12,6 +12,7 @@
 
 mod html;
 mod input;
+mod noise;
 mod replay;
 mod report;
 
@@ -71,6 +72,11 @@ pub struct ValidateArgs {
     /// self-contained page). Repeat for both.
     #[arg(long, value_name = "FILE", value_parser = parse_report)]
     pub report: Vec<PathBuf>,
+    /// Also send each request to stable a second time and compare stable
+    /// with itself: the noise floor, its noisy fields, and the relative
+    /// match gate (rollout.max_match_rate_drop). Doubles the load on stable.
+    #[arg(long)]
+    pub noise: bool,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -197,6 +203,9 @@ impl Setup {
             candidate: Upstream::new(&candidate).map_err(|e| e.to_string())?,
             comparator,
             max_body_bytes: config.shadow.max_body_bytes,
+            noise: args
+                .noise
+                .then(|| crate::stats::noise_fields::FieldDiff::new(&config.compare.spec)),
         };
         Ok(Setup {
             target: Arc::new(target),

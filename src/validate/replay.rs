@@ -15,8 +15,9 @@ use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::compare::{Comparator, Comparison, Difference, Observed};
+use crate::compare::{Comparator, Comparison, Difference, Observed, Outcome};
 use crate::labels::{FailureKind, StatusClass};
+use crate::stats::noise_fields::FieldDiff;
 use crate::stats::window::{RoleStats, WindowStats};
 use crate::trace_context::TraceContext;
 use crate::upstream::Upstream;
@@ -30,6 +31,9 @@ pub struct Target {
     pub comparator: Comparator,
     /// `shadow.max_body_bytes`: larger answers are uncomparable.
     pub max_body_bytes: usize,
+    /// `--noise`: each request also goes to stable a second time, and the
+    /// two stable answers are compared (the noise floor).
+    pub noise: Option<FieldDiff>,
 }
 
 /// One backend's answer.
@@ -117,6 +121,9 @@ pub struct Exchange {
     pub stable: Answer,
     pub candidate: Answer,
     pub comparison: Comparison,
+    /// With `--noise`: stable compared with its second answer, and the
+    /// locations where the two differed (when both were JSON).
+    pub noise: Option<(Outcome, Option<Vec<Box<str>>>)>,
 }
 
 /// Replays one request to both backends at once (so both latencies are
@@ -132,7 +139,25 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
     let trace = TraceContext::for_request(&request.headers);
     let stable_span = (&trace, trace.serving_span);
     let candidate_span = (&trace, trace.shadow_span());
-    let (stable, candidate) = tokio::join!(
+    let second_stable = async {
+        match target.noise {
+            Some(_) => {
+                let span = (&trace, trace.shadow_span());
+                Some(
+                    send(
+                        &target.stable,
+                        &numbered,
+                        &request_id,
+                        span,
+                        target.max_body_bytes,
+                    )
+                    .await,
+                )
+            }
+            None => None,
+        }
+    };
+    let (stable, candidate, second) = tokio::join!(
         send(
             &target.stable,
             &numbered,
@@ -147,10 +172,12 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
             candidate_span,
             target.max_body_bytes
         ),
+        second_stable,
     );
     let comparison = target
         .comparator
         .compare(&stable.observed(), &candidate.observed());
+    let noise = second.map(|second| noise_pair(&target, &stable, &second));
     Exchange {
         line: numbered.line,
         method: request.method.to_string(),
@@ -160,7 +187,37 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
         stable,
         candidate,
         comparison,
+        noise,
     }
+}
+
+/// Stable against its second answer: the outcome, and the differing
+/// locations when both answers are whole JSON documents.
+fn noise_pair(
+    target: &Target,
+    stable: &Answer,
+    second: &Answer,
+) -> (Outcome, Option<Vec<Box<str>>>) {
+    let outcome = target
+        .comparator
+        .compare(&stable.observed(), &second.observed())
+        .outcome;
+    let body = |a: &Answer| match a {
+        Answer::Response {
+            body,
+            truncated: false,
+            body_failed: false,
+            ..
+        } => Some(body.clone()),
+        _ => None,
+    };
+    let fields = match (&target.noise, body(stable), body(second)) {
+        (Some(diff), Some(a), Some(b)) if matches!(outcome, Outcome::Match | Outcome::Mismatch) => {
+            diff.differing(&a, &b)
+        }
+        _ => None,
+    };
+    (outcome, fields)
 }
 
 async fn send(
@@ -279,6 +336,12 @@ impl Tally {
         w.elements.matched += comparison.elements.matched;
         w.elements.mismatched += comparison.elements.mismatched;
         w.row_clusters.record(&comparison.elements);
+        if let Some((outcome, fields)) = &exchange.noise {
+            w.noise.comparisons[outcome.index()] += 1;
+            if let Some(fields) = fields {
+                w.noise.fields.record(fields);
+            }
+        }
         if let Some(difference) = comparison.difference
             && self.mismatches.len() < self.keep
         {

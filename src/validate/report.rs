@@ -75,6 +75,11 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// The paired signed-rank latency test over every replayed request.
     pub paired_latency: PairedTest,
+    /// With `--noise`: stable against itself, its noisy fields and the
+    /// suggested `compare.ignore` line. The relative gate's numbers are in
+    /// `evidence.relative`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise: Option<crate::stats::noise::NoiseReport>,
 }
 
 /// How the run ended, besides its counts.
@@ -163,6 +168,7 @@ impl Report {
             evidence: judgement.evidence,
             checks,
             paired_latency,
+            noise: crate::stats::noise::NoiseReport::of(&w.noise),
         }
     }
 
@@ -236,6 +242,9 @@ impl Report {
             self.elements.matched + self.elements.mismatched,
             pct_or_dash(self.elements.agreement)
         ));
+        for noise in super::noise::summary_lines(self) {
+            line(noise);
+        }
         for m in self.mismatches.iter().take(5) {
             line(format!(
                 "  mismatch line {} {} {} at {:?}: stable {} vs candidate {}",
