@@ -461,3 +461,5 @@ impl fmt::Display for ProblemList<'_> {
 mod tests;
 #[cfg(test)]
 mod tests_fleet;
+#[cfg(test)]
+mod tests_noise;
