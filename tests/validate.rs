@@ -457,3 +457,100 @@ async fn ctrl_c_writes_the_partial_report_and_exits_1() {
     );
     toys.stop().await;
 }
+
+/// `validate --noise` against a stable model that agrees with itself
+/// about 80% of the time: a candidate agreeing with stable about 78% of the
+/// time passes the relative gate (`max_match_rate_drop`) where the absolute
+/// `min_match_rate = 0.95` fails it on the same kind of traffic; a
+/// candidate at about 60% fails the relative gate. The report shows the
+/// self-agreement and suggests ignoring `/id`, which differs in every pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_noise_judges_the_candidate_against_stables_self_agreement() {
+    use support::noisy::{CLOSE_A, FAR_A, STABLE_A, enqueue};
+    const N: usize = 1000;
+    let dir = harness::TempDir::new("validate-noise");
+    let bodies: String = (0..N).map(|i| format!("{{\"x\":{i}}}\n")).collect();
+    let file = dir.path("bodies.jsonl");
+    std::fs::write(&file, bodies).unwrap();
+    let stable = FakeUpstream::start(Reply::json(200, r#"{"label":"a"}"#)).await;
+    let candidate = FakeUpstream::start(Reply::json(200, r#"{"label":"a"}"#)).await;
+    let write_config = |name: &str, rollout: &str| {
+        let path = dir.path(name);
+        let text = format!(
+            "[backends.stable]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
+             [backends.candidate]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
+             [compare]\npointer = \"/label\"\nnoise_percent = 100\n\n\
+             [rollout]\nmin_requests = 300\nmax_latency_increase = 10.0\n\
+             max_latency_increase_ms = 50\n{rollout}state_file = \"{}\"\n",
+            stable.url(),
+            candidate.url(),
+            dir.path("state.json").display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let relative = write_config("relative.toml", "max_match_rate_drop = 0.12\n");
+    let absolute = write_config("absolute.toml", "min_match_rate = 0.95\n");
+    let run = async |config: &std::path::Path, candidate_a: f64, seed: u64| {
+        enqueue(&stable, 2 * N, STABLE_A, seed);
+        enqueue(&candidate, N, candidate_a, seed + 1);
+        let report = dir.path(&format!("report-{seed}.json"));
+        let run = validate(&[
+            "-c",
+            s(config),
+            "--requests",
+            s(&file),
+            "--path",
+            "/predict",
+            "--noise",
+            "--report",
+            s(&report),
+        ])
+        .await;
+        (run, read_json(&report))
+    };
+    let match_check = |report: &Value| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["criterion"] == "match")
+            .cloned()
+            .unwrap()
+    };
+
+    let (close, report) = run(&relative, CLOSE_A, 1).await;
+    let noise = &report["noise"];
+    let own = noise["self_agreement"].as_f64().unwrap();
+    let rate = report["match_rate"].as_f64().unwrap();
+    println!("self-agreement {own:.3}, candidate {rate:.3}");
+    assert!((0.75..0.86).contains(&own), "{noise:#}");
+    assert!((0.73..0.83).contains(&rate), "{report:#}");
+    assert_eq!(noise["compared"], N as u64, "{noise:#}");
+    assert_eq!(report["compared"], N as u64, "stable-vs-stable pairs are apart");
+    assert_eq!(noise["fields"][0]["pointer"], "/id", "{noise:#}");
+    assert_eq!(noise["fields"][0]["share"], 1.0, "{noise:#}");
+    assert_eq!(noise["suggestion"]["ignore"], serde_json::json!(["/id"]));
+    assert!(close.stdout.contains("self-agreement"), "{}", close.stdout);
+    assert!(close.stdout.contains(r#"ignore = ["/id"]"#), "{}", close.stdout);
+    let gate = &report["evidence"]["relative"];
+    assert!(gate["pass_lower"].as_f64().unwrap() >= -0.12, "{gate:#}");
+    assert_eq!(match_check(&report)["verdict"], "pass", "{report:#}");
+    assert_eq!(close.code, Some(0), "{}", close.stdout);
+
+    let (strict, report) = run(&absolute, CLOSE_A, 3).await;
+    assert_eq!(match_check(&report)["verdict"], "fail", "{report:#}");
+    assert!(report["evidence"].get("relative").is_none());
+    assert_eq!(strict.code, Some(1), "{}", strict.stdout);
+
+    let (far, report) = run(&relative, FAR_A, 5).await;
+    let check = match_check(&report);
+    assert_eq!(check["verdict"], "fail", "{report:#}");
+    assert!(
+        check["reason"].as_str().unwrap().contains("below the floor"),
+        "{check:#}"
+    );
+    assert_eq!(far.code, Some(1), "{}", far.stdout);
+    stable.shutdown().await;
+    candidate.shutdown().await;
+}

@@ -47,6 +47,7 @@ mod client;
 pub mod full_fs;
 pub mod harness;
 pub mod memory;
+pub mod noisy;
 pub mod promtool;
 mod raw;
 mod raw_peer;
