@@ -527,12 +527,19 @@ async fn validate_noise_judges_the_candidate_against_stables_self_agreement() {
     assert!((0.75..0.86).contains(&own), "{noise:#}");
     assert!((0.73..0.83).contains(&rate), "{report:#}");
     assert_eq!(noise["compared"], N as u64, "{noise:#}");
-    assert_eq!(report["compared"], N as u64, "stable-vs-stable pairs are apart");
+    assert_eq!(
+        report["compared"], N as u64,
+        "stable-vs-stable pairs are apart"
+    );
     assert_eq!(noise["fields"][0]["pointer"], "/id", "{noise:#}");
     assert_eq!(noise["fields"][0]["share"], 1.0, "{noise:#}");
     assert_eq!(noise["suggestion"]["ignore"], serde_json::json!(["/id"]));
     assert!(close.stdout.contains("self-agreement"), "{}", close.stdout);
-    assert!(close.stdout.contains(r#"ignore = ["/id"]"#), "{}", close.stdout);
+    assert!(
+        close.stdout.contains(r#"ignore = ["/id"]"#),
+        "{}",
+        close.stdout
+    );
     let gate = &report["evidence"]["relative"];
     assert!(gate["pass_lower"].as_f64().unwrap() >= -0.12, "{gate:#}");
     assert_eq!(match_check(&report)["verdict"], "pass", "{report:#}");
@@ -547,7 +554,10 @@ async fn validate_noise_judges_the_candidate_against_stables_self_agreement() {
     let check = match_check(&report);
     assert_eq!(check["verdict"], "fail", "{report:#}");
     assert!(
-        check["reason"].as_str().unwrap().contains("below the floor"),
+        check["reason"]
+            .as_str()
+            .unwrap()
+            .contains("below the floor"),
         "{check:#}"
     );
     assert_eq!(far.code, Some(1), "{}", far.stdout);
