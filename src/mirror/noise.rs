@@ -192,3 +192,40 @@ impl NoisePair {
         self.stats.record(Event::Noise { outcome, fields });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::budget::ByteBudget;
+    use crate::config::{ComparePriority, Config};
+    use crate::mirror::compare_pool::ComparePool;
+    use crate::telemetry::Metrics;
+
+    #[tokio::test]
+    async fn only_stable_served_requests_are_sampled_and_a_full_pool_sheds() {
+        let config = Config::parse(
+            "[backends.stable]\nurl = \"http://127.0.0.1:9\"\n\
+             [backends.candidate]\nurl = \"http://127.0.0.1:9\"\n\
+             [compare]\nnoise_percent = 100\n",
+            "t",
+        )
+        .unwrap();
+        let settings = NoiseSettings::from_config(&config.compare).unwrap();
+        let target = Arc::new(Upstream::new(&config.stable).unwrap());
+        let (stats, _task) = crate::stats::channel(Arc::new(Metrics::new()), 1);
+        let pool = ComparePool::start(1, 4, ComparePriority::Normal);
+        let mirror = Mirror::new(2, ByteBudget::new(1 << 20), pool, stats);
+        let plan = |serving| mirror.plan_noise(Some(&settings), serving, &target);
+        assert!(plan(Backend::Candidate).is_none());
+        assert!(mirror.plan_noise(None, Backend::Stable, &target).is_none());
+        let first = plan(Backend::Stable).expect("sampled at 100%");
+        let second = plan(Backend::Stable).expect("a second permit");
+        // Each second request holds a permit of the mirror pool: with both
+        // taken, the next is shed.
+        assert!(plan(Backend::Stable).is_none());
+        drop((first, second));
+        assert!(plan(Backend::Stable).is_some());
+        let off = Config::parse("[backends.stable]\nurl = \"http://127.0.0.1:9\"\n", "t").unwrap();
+        assert!(NoiseSettings::from_config(&off.compare).is_none());
+    }
+}
