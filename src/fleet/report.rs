@@ -51,6 +51,10 @@ pub struct WireWindow {
     /// Per-request row sums for the per-row match gate; absent is none.
     #[serde(default)]
     pub row_clusters: crate::stats::window::RowClusters,
+    /// Stable-vs-stable outcomes (`compare.noise_percent`), for the
+    /// relative match gate; absent is none. The noisy fields stay local.
+    #[serde(default)]
+    pub noise: [u64; 5],
 }
 
 /// The mirror outcomes of [`WireWindow::shadow`], in wire order.
@@ -88,6 +92,7 @@ impl From<&WindowStats> for WireWindow {
             shadow_shed: WIRE_SHED.map(|r| w.shadow[r.index()]),
             compare_dropped: w.compare_dropped,
             row_clusters: w.row_clusters,
+            noise: w.noise.comparisons,
         }
     }
 }
@@ -139,6 +144,10 @@ impl WireWindow {
             },
             compare_dropped: self.compare_dropped,
             row_clusters: self.row_clusters,
+            noise: crate::stats::noise::NoiseStats {
+                comparisons: self.noise,
+                ..Default::default()
+            },
         }
     }
 
