@@ -42,18 +42,18 @@ fn an_offset_maps_to_the_frame_that_completed_it() {
 fn ttft_counts_from_the_request_to_the_first_output_event() {
     let t0 = Instant::now();
     let role = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
-    let a = chunk("Hel");
-    let b = chunk("lo");
+    let (a, b, c) = (chunk("Hel"), chunk("lo"), chunk("!"));
     let usage = "data: {\"choices\":[],\"usage\":{\"completion_tokens\":5}}\n\ndata: [DONE]\n\n";
-    let (body, frames) = frames_of(t0, &[(role, 3), (&a, 200), (&b, 230), (usage, 231)]);
+    let parts = [(role, 3), (&a, 200), (&b, 230), (&c, 250), (usage, 251)];
+    let (body, frames) = frames_of(t0, &parts);
     let sample = measure(t0, &body, &frames).expect("a stream with output");
     // The role chunk came first but carries no output.
     assert_eq!(sample.ttft, ms(200));
-    assert_eq!(sample.gaps, [ms(30)]);
-    // Four tokens after the first, over the 30 ms between the first and
+    assert_eq!(sample.gaps, [ms(30), ms(20)]);
+    // Four tokens after the first, over the 50 ms between the first and
     // the last output event.
     let rate = sample.tokens_per_second.expect("usage was sent");
-    assert!((rate - 4.0 / 0.030).abs() < 1e-6, "{rate}");
+    assert!((rate - 4.0 / 0.050).abs() < 1e-6, "{rate}");
 }
 
 #[test]
