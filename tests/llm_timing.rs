@@ -219,6 +219,10 @@ async fn ttft_itl_and_rate_of_both_backends_show_in_status_and_metrics() {
     assert_eq!(series(itl, "stable", "serve"), 4.0 * n as f64);
     let rate = "understudy_output_tokens_per_second_count";
     assert_eq!(series(rate, "candidate", "shadow"), n as f64);
+    // The new series have their help text and are well formed.
+    if let Some(Err(problems)) = support::promtool::check_metrics(&text).await {
+        panic!("{problems}\n--- scraped:\n{text}");
+    }
     proxy.stop().await;
 }
 

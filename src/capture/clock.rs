@@ -65,3 +65,46 @@ impl Drop for FrameClock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    fn clock(cap: usize) -> (FrameClock, Arc<Mutex<Option<Arrivals>>>) {
+        let seen = Arc::new(Mutex::new(None));
+        let into = seen.clone();
+        let clock = FrameClock::new(cap, move |a| *into.lock().unwrap() = Some(a));
+        (clock, seen)
+    }
+
+    #[test]
+    fn frames_are_noted_with_their_end_offsets_and_handed_on_when_dropped() {
+        let (mut c, seen) = clock(100);
+        let before = Instant::now();
+        c.observe(b"data: a\n");
+        c.observe(b"");
+        c.observe(b"\n");
+        assert!(seen.lock().unwrap().is_none(), "handed on before the end");
+        drop(c);
+        let a = seen.lock().unwrap().take().expect("handed on once dropped");
+        assert_eq!(&a.body[..], b"data: a\n\n");
+        let ends: Vec<usize> = a.frames.iter().map(|f| f.0).collect();
+        assert_eq!(ends, [8, 9]);
+        assert!(a.frames.iter().all(|f| f.1 >= before));
+        assert!(a.frames[0].1 <= a.frames[1].1);
+    }
+
+    #[test]
+    fn past_the_cap_noting_stops_and_what_was_noted_stays() {
+        let (mut c, seen) = clock(10);
+        c.observe(b"12345678");
+        c.observe(b"too much");
+        c.observe(b"9");
+        drop(c);
+        let a = seen.lock().unwrap().take().expect("handed on");
+        assert_eq!(&a.body[..], b"12345678");
+        assert_eq!(a.frames.len(), 1);
+    }
+}
