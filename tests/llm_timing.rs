@@ -347,3 +347,125 @@ async fn equal_first_tokens_pass_the_shadow_gate_with_ttft_cited() {
         "{pass:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_serving_stream_is_timed_with_nothing_mirrored_or_recorded() {
+    let _serial = SERIAL.lock().await;
+    let stable = SseUpstream::start(Schedule {
+        first_token: ms(150),
+        gap: ms(10),
+        tokens: 3,
+    })
+    .await;
+    let proxy = harness::start(&stable.url(), None, "").await;
+    let client = http_client();
+    for _ in 0..STREAMS {
+        stream_once(&client, &format!("{}{CHAT}", proxy.url)).await;
+    }
+    let n = STREAMS as u64;
+    let status = proxy
+        .wait_status(Duration::from_secs(10), |s| {
+            s["cumulative"]["stable"]["serve"]["streams"]["streams"] == n
+        })
+        .await;
+    let serve = &status["cumulative"]["stable"]["serve"]["streams"];
+    within(
+        "stable TTFT p50",
+        serve["ttft_p50_ms"].as_f64(),
+        150.0,
+        155.0,
+        &status,
+    );
+    assert_eq!(status["cumulative"]["shadow"]["sent"], 0, "{status:#}");
+    proxy.stop().await;
+}
+
+/// Records `STREAMS * 4` streamed requests through the proxy, then replays
+/// them with `understudy validate` against two fake LLM servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_reports_both_backends_streams_and_judges_ttft() {
+    let _serial = SERIAL.lock().await;
+    let dir = harness::TempDir::new("validate-ttft");
+    let quick = Schedule {
+        first_token: ms(50),
+        gap: ms(5),
+        tokens: 4,
+    };
+    let recorder = SseUpstream::start(quick).await;
+    let traffic = dir.path("traffic.jsonl");
+    let extra = format!(
+        "[record]\npath = \"{}\"\npercent = 100\n",
+        traffic.display()
+    );
+    let proxy = harness::start(&recorder.url(), None, &extra).await;
+    let requests = STREAMS * 4;
+    let client = http_client();
+    for _ in 0..requests {
+        stream_once(&client, &format!("{}{CHAT}", proxy.url)).await;
+    }
+    proxy
+        .wait_metric(
+            r#"understudy_record_total{result="written"}"#,
+            requests as f64,
+            Duration::from_secs(10),
+        )
+        .await;
+    proxy.stop().await;
+
+    let stable = SseUpstream::start(quick).await;
+    let candidate = SseUpstream::start(Schedule {
+        first_token: ms(150),
+        ..quick
+    })
+    .await;
+    let config = dir.path("validate.toml");
+    let text = format!(
+        "[backends.stable]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
+         [backends.candidate]\nurl = \"{}\"\ntimeout = \"5s\"\n\n\
+         [compare]\nformat = \"bytes\"\n\n\
+         [rollout]\nstate_file = \"{}\"\n",
+        stable.url(),
+        candidate.url(),
+        dir.path("state.json").display()
+    );
+    std::fs::write(&config, text).unwrap();
+    let (json, html) = (dir.path("out.json"), dir.path("out.html"));
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let out = harness::run_cli(&[
+        "validate",
+        "-c",
+        &path(&config),
+        "--requests",
+        &path(&traffic),
+        "--report",
+        &path(&json),
+        "--report",
+        &path(&html),
+    ])
+    .await;
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    let streams = |side: &str| report[side]["streams"].clone();
+    assert_eq!(streams("stable")["streams"], requests, "{report:#}");
+    assert_eq!(streams("candidate")["streams"], requests, "{report:#}");
+    let p50 = |side: &str| streams(side)["ttft_p50_ms"].as_f64();
+    within("stable TTFT p50", p50("stable"), 50.0, 55.0, &report);
+    within(
+        "candidate TTFT p50",
+        p50("candidate"),
+        150.0,
+        155.0,
+        &report,
+    );
+    let ttft = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["criterion"] == "ttft")
+        .unwrap_or_else(|| panic!("no ttft check: {report:#}"));
+    // 20 streams are too few to judge a quantile: the criterion holds.
+    assert_eq!(ttft["verdict"], "hold", "{ttft}");
+    assert_eq!(report["evidence"]["ttft"]["candidate_samples"], requests);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<h2>Event streams</h2>"), "{page}");
+}
