@@ -27,6 +27,7 @@ pub mod prebuffer;
 pub mod read_ahead;
 mod respond;
 pub mod response;
+mod stream_timing;
 
 use std::sync::Arc;
 use std::time::Duration;
