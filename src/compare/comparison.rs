@@ -12,11 +12,20 @@ pub struct ElementCounts {
 }
 
 /// The first differing location: an RFC 6901 pointer into the stable document and both
-/// sides rendered (compact JSON, or a label / similarity in argmax / cosine mode), each
-/// at most [`MAX_CHARS`](super::MAX_CHARS) characters.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// sides rendered (compact JSON; in argmax mode `label=I score=S`, the index of the
+/// row's largest score and that score; in cosine mode the similarity), each at most
+/// [`MAX_CHARS`](super::MAX_CHARS) characters. For a KServe V2 answer (REST or gRPC)
+/// `output` names the output tensor and `row` the row within it (counted from 0);
+/// for the other row layouts `row` is the row of the target. For a gRPC answer the
+/// pointer addresses the answer as KServe's REST protocol writes it
+/// (`/outputs/0/data/3`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Difference {
     pub pointer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
     pub stable: String,
     pub candidate: String,
 }
@@ -43,6 +52,14 @@ pub mod reason {
     pub const BODY_TRUNCATED: &str = "body_truncated";
     /// The compared pointer exists in neither document.
     pub const POINTER_MISSING: &str = "pointer_missing";
+    /// The stable answer to a KServe V2 gRPC `ModelInfer` call is not exactly one
+    /// complete gRPC message holding a `ModelInferResponse`.
+    pub const STABLE_NOT_GRPC: &str = "stable_not_grpc";
+    /// The candidate's answer to such a call is not.
+    pub const SHADOW_NOT_GRPC: &str = "shadow_not_grpc";
+    /// A gRPC answer's message is compressed (`grpc-encoding`), which is not
+    /// decoded.
+    pub const GRPC_COMPRESSED: &str = "grpc_compressed";
 }
 
 impl Comparison {

@@ -286,6 +286,9 @@ impl Comparator {
 
     /// Rules 1 to 5: decides the pair when that needs no JSON, else hands back both
     /// bodies and whether the (equal) status is 2xx.
+    // The decided comparison is moved out once per pair, straight into the caller's
+    // result; boxing it would only add an allocation to every pair decided here.
+    #[allow(clippy::result_large_err)]
     fn bodies<'a>(
         &self,
         stable: &Observed<'a>,
@@ -312,6 +315,7 @@ impl Comparator {
                 pointer: String::new(),
                 stable: s_status.to_string(),
                 candidate: c_status.to_string(),
+                ..Difference::default()
             };
             return Err(Comparison::mismatched(ElementCounts::default(), difference));
         }
@@ -400,6 +404,7 @@ fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
         pointer: String::new(),
         stable: render::body_excerpt(stable, at),
         candidate: render::body_excerpt(candidate, at),
+        ..Difference::default()
     };
     let elements = ElementCounts {
         matched: 0,
