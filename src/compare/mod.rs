@@ -87,6 +87,7 @@ mod comparison;
 mod digits;
 mod extract;
 mod fast;
+mod grpc;
 mod kserve;
 mod pointer;
 mod preset;
@@ -99,6 +100,8 @@ mod tests;
 #[cfg(test)]
 mod tests_gen;
 #[cfg(test)]
+mod tests_grpc;
+#[cfg(test)]
 mod tests_http;
 #[cfg(test)]
 mod tests_presets;
@@ -106,6 +109,7 @@ mod tests_presets;
 mod tests_prop;
 #[cfg(test)]
 mod tests_scan;
+pub mod v2_proto;
 mod value;
 
 use serde_json::Value;
@@ -391,7 +395,7 @@ fn finish(base: &[String], tally: Tally<'_>) -> Comparison {
     }
 }
 
-fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
+pub(crate) fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
     if stable == candidate {
         return Comparison::matched(1);
     }
