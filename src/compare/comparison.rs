@@ -30,6 +30,19 @@ pub struct Difference {
     pub candidate: String,
 }
 
+impl Difference {
+    /// Where it lies in tensor terms, for reports: `output "probabilities", row 3`,
+    /// `row 3`, `output "label"`; empty when neither is known.
+    pub fn place(&self) -> String {
+        match (&self.output, self.row) {
+            (Some(output), Some(row)) => format!("output {output:?}, row {row}"),
+            (Some(output), None) => format!("output {output:?}"),
+            (None, Some(row)) => format!("row {row}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// The result of comparing one pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {
@@ -88,5 +101,41 @@ impl Comparison {
             difference: Some(difference),
             ..Comparison::bare(Outcome::Mismatch, None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn place_names_output_and_row_when_known() {
+        let at = |output: Option<&str>, row| Difference {
+            output: output.map(str::to_owned),
+            row,
+            ..Difference::default()
+        };
+        assert_eq!(
+            at(Some("probabilities"), Some(3)).place(),
+            r#"output "probabilities", row 3"#
+        );
+        assert_eq!(at(Some("label"), None).place(), r#"output "label""#);
+        assert_eq!(at(None, Some(0)).place(), "row 0");
+        assert_eq!(at(None, None).place(), "");
+    }
+
+    #[test]
+    fn mismatch_json_carries_output_and_row_only_when_known() {
+        let d = Difference {
+            pointer: "/outputs/0/data/6".into(),
+            output: Some("p".into()),
+            row: Some(2),
+            stable: "0.1".into(),
+            candidate: "0.7".into(),
+        };
+        let json = serde_json::to_value(&d).expect("serializes");
+        assert_eq!((&json["output"], &json["row"]), (&"p".into(), &2.into()));
+        let bare = serde_json::to_value(Difference::default()).expect("serializes");
+        assert!(bare.get("output").is_none() && bare.get("row").is_none());
     }
 }
