@@ -70,6 +70,11 @@
 //! 8. The target is split into rows and compared under the mode; any differing row
 //!    makes the pair a `mismatch`.
 //!
+//! # KServe V2 over gRPC
+//! Under `kserve-v2`, [`Comparator::compare_call`] reads a 2xx answer to the gRPC
+//! `ModelInfer` call as one `ModelInferResponse` (`grpc`), writes its outputs as the REST
+//! document with the same values, and runs rules 7 and 8 on that (tree path only).
+//!
 //! # Rows (`elements.matched` / `elements.mismatched`)
 //! * No preset, value mode: an array target's elements are rows; any other target is
 //!   one row. Argmax/cosine: a non-empty flat array of numbers is one row (one vector),
@@ -165,7 +170,8 @@ pub enum Preset {
     /// `parameters` are not compared. An output whose `data` is not a flat array of
     /// product(`shape`) values is compared as a whole object, as one row. Top-level
     /// `id`, `model_version` and `parameters` are ignored (this matters only for equal
-    /// non-2xx responses, which are compared whole).
+    /// non-2xx responses, which are compared whole). gRPC `ModelInfer` answers are
+    /// decoded and compared the same way ([`Comparator::compare_call`]).
     KserveV2,
     /// TensorFlow Serving REST predict: `/predictions`, each element a row (value mode
     /// by default).
