@@ -372,3 +372,42 @@ fn failed_and_errored_answers_follow_the_usual_rules() {
     let c = cmp.compare_call(MODEL_INFER, &ok(&good), &Observed::Failed);
     assert_eq!(c.outcome, Outcome::ShadowError);
 }
+
+#[test]
+fn mutated_answers_never_panic() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let label = InferOutputTensor {
+        name: "label".into(),
+        datatype: "BYTES".into(),
+        shape: vec![2],
+        ..InferOutputTensor::default()
+    };
+    let good = answer(
+        "1",
+        vec![raw_only("p", "FP16", &[2, 2]), label],
+        vec![
+            vec![0, 0x3c, 0, 0xc0, 0x55, 0x35, 1, 0],
+            b"\x01\0\0\0a\x02\0\0\0bc".to_vec(),
+        ],
+    );
+    let cmp = comparator(Some(Mode::Argmax));
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..5000 {
+        let mut bad = good.clone();
+        for _ in 0..rng.random_range(1..4) {
+            let i = rng.random_range(0..bad.len());
+            match rng.random_range(0..3) {
+                0 => bad[i] = rng.random(),
+                1 => bad.truncate(i),
+                _ => bad.insert(i, rng.random()),
+            }
+            if bad.is_empty() {
+                break;
+            }
+        }
+        let c = run(&cmp, &good, &bad);
+        assert_ne!(c.outcome, Outcome::StableError);
+        run(&cmp, &bad, &bad);
+    }
+}
