@@ -11,6 +11,7 @@
 
 mod descriptions;
 mod process;
+mod streams;
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -25,6 +26,7 @@ use crate::labels::{
 };
 use descriptions::{DESCRIPTIONS, Kind};
 use process::ProcessMetrics;
+pub use streams::StreamMetrics;
 
 /// Latency buckets in seconds, from a fast in-memory model (1 ms) to a slow
 /// generative one (60 s).
@@ -101,6 +103,9 @@ pub struct Metrics {
     /// Stable-vs-stable comparisons by outcome (`compare.noise_percent`).
     pub noise_comparisons: [Counter; Outcome::COUNT],
     pub noise_dropped: Counter,
+    /// Time to first token, inter-token latency and decode rate of
+    /// event-stream answers.
+    pub streams: StreamMetrics,
     process: ProcessMetrics,
 }
 
@@ -111,8 +116,8 @@ impl Metrics {
                 Matcher::Full("understudy_request_duration_seconds".into()),
                 &DURATION_BUCKETS,
             )
-            .expect("bucket list is non-empty")
-            .build_recorder();
+            .expect("bucket list is non-empty");
+        let recorder = streams::buckets(recorder).build_recorder();
         let handle = recorder.handle();
         let r = Registrar(&recorder);
 
@@ -239,6 +244,7 @@ impl Metrics {
                 )
             }),
             noise_dropped: r.counter("understudy_noise_dropped_total", &[]),
+            streams: StreamMetrics::new(&r),
             process: ProcessMetrics::new(&recorder),
             handle,
             recorder,

@@ -70,6 +70,11 @@
 //! 8. The target is split into rows and compared under the mode; any differing row
 //!    makes the pair a `mismatch`.
 //!
+//! # KServe V2 over gRPC
+//! Under `kserve-v2`, [`Comparator::compare_call`] reads a 2xx answer to the gRPC
+//! `ModelInfer` call as one `ModelInferResponse` (`grpc`), writes its outputs as the REST
+//! document with the same values, and runs rules 7 and 8 on that (tree path only).
+//!
 //! # Rows (`elements.matched` / `elements.mismatched`)
 //! * No preset, value mode: an array target's elements are rows; any other target is
 //!   one row. Argmax/cosine: a non-empty flat array of numbers is one row (one vector),
@@ -87,6 +92,7 @@ mod comparison;
 mod digits;
 mod extract;
 mod fast;
+mod grpc;
 mod kserve;
 mod pointer;
 mod preset;
@@ -99,6 +105,8 @@ mod tests;
 #[cfg(test)]
 mod tests_gen;
 #[cfg(test)]
+mod tests_grpc;
+#[cfg(test)]
 mod tests_http;
 #[cfg(test)]
 mod tests_presets;
@@ -106,6 +114,7 @@ mod tests_presets;
 mod tests_prop;
 #[cfg(test)]
 mod tests_scan;
+pub mod v2_proto;
 mod value;
 
 use serde_json::Value;
@@ -161,7 +170,8 @@ pub enum Preset {
     /// `parameters` are not compared. An output whose `data` is not a flat array of
     /// product(`shape`) values is compared as a whole object, as one row. Top-level
     /// `id`, `model_version` and `parameters` are ignored (this matters only for equal
-    /// non-2xx responses, which are compared whole).
+    /// non-2xx responses, which are compared whole). gRPC `ModelInfer` answers are
+    /// decoded and compared the same way ([`Comparator::compare_call`]).
     KserveV2,
     /// TensorFlow Serving REST predict: `/predictions`, each element a row (value mode
     /// by default).
@@ -286,6 +296,9 @@ impl Comparator {
 
     /// Rules 1 to 5: decides the pair when that needs no JSON, else hands back both
     /// bodies and whether the (equal) status is 2xx.
+    // The decided comparison is moved out once per pair, straight into the caller's
+    // result; boxing it would only add an allocation to every pair decided here.
+    #[allow(clippy::result_large_err)]
     fn bodies<'a>(
         &self,
         stable: &Observed<'a>,
@@ -312,6 +325,7 @@ impl Comparator {
                 pointer: String::new(),
                 stable: s_status.to_string(),
                 candidate: c_status.to_string(),
+                ..Difference::default()
             };
             return Err(Comparison::mismatched(ElementCounts::default(), difference));
         }
@@ -387,7 +401,7 @@ fn finish(base: &[String], tally: Tally<'_>) -> Comparison {
     }
 }
 
-fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
+pub(crate) fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
     if stable == candidate {
         return Comparison::matched(1);
     }
@@ -400,6 +414,7 @@ fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
         pointer: String::new(),
         stable: render::body_excerpt(stable, at),
         candidate: render::body_excerpt(candidate, at),
+        ..Difference::default()
     };
     let elements = ElementCounts {
         matched: 0,

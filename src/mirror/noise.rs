@@ -18,6 +18,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Request};
 use http_body_util::Full;
 use tokio::sync::OwnedSemaphorePermit;
@@ -127,6 +128,8 @@ pub(super) struct NoisePair {
     served: Answer,
     second: Answer,
     comparator: Arc<Comparator>,
+    /// The request's path: it tells a gRPC call from a REST one.
+    path: Option<PathAndQuery>,
     settings: Arc<NoiseSettings>,
     stats: StatsHandle,
     /// Released when the pair (and so its bodies) is dropped.
@@ -144,6 +147,7 @@ impl NoisePair {
             served,
             second,
             comparator: job.comparator.clone(),
+            path: job.path_and_query.clone(),
             settings: noise.settings.clone(),
             stats,
             _bytes: job.reservation.clone(),
@@ -167,7 +171,8 @@ impl NoisePair {
                 fields: None,
             });
         };
-        let outcome = self.comparator.compare(&served, &second).outcome;
+        let path = self.path.as_ref().map_or("/", |p| p.path());
+        let outcome = self.comparator.compare_call(path, &served, &second).outcome;
         let fields = match (&self.served, &self.second) {
             (
                 Answer::Response {

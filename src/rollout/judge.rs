@@ -63,7 +63,10 @@ pub(crate) mod stats;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_rules;
+#[cfg(test)]
+mod tests_ttft;
 mod thresholds;
+pub mod ttft;
 
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
@@ -118,6 +121,9 @@ pub struct JudgeInput<'a> {
     pub rows: RowClusters,
     /// Stable-vs-stable pairs, for `max_match_rate_drop`.
     pub noise: NoiseCounts,
+    /// Time to first token of event-stream answers; `None` when the window
+    /// holds none (the TTFT criterion is then absent).
+    pub ttft: Option<ttft::StreamWindow<'a>>,
 }
 
 /// What the judge reads from a window of statistics: each backend's traffic
@@ -183,6 +189,7 @@ impl<'a> JudgeInput<'a> {
             looks,
             rows: window.rows,
             noise: window.noise,
+            ttft: ttft::StreamWindow::of(&window.stable, &window.candidate),
         }
     }
 }
@@ -205,7 +212,7 @@ pub struct Judgement {
 /// One criterion's verdict and the reason behind it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Check {
-    /// `interval`, `volume`, `errors`, `latency` or `match`.
+    /// `interval`, `volume`, `errors`, `latency`, `match` or `ttft`.
     pub criterion: String,
     /// Its verdict.
     pub verdict: Verdict,
@@ -254,7 +261,7 @@ fn summarize(lines: &[Line]) -> (Verdict, Vec<String>) {
 /// Judges one window against the thresholds. Pure; see the module doc.
 pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
     let mut evidence = Evidence::gather(input, t);
-    let lines = [
+    let mut lines = vec![
         interval_rule(input, t),
         volume_rule(&evidence, t),
         errors_rule(&evidence, t),
@@ -273,16 +280,24 @@ pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
             None => match_rule(&evidence, t),
         },
     ];
+    evidence.ttft = input
+        .ttft
+        .map(|w| ttft::TtftEvidence::measure(&w, t, input.looks));
+    if let Some(e) = &evidence.ttft {
+        lines.push(ttft::rule(e, t, input.looks));
+    }
     evidence.criteria = Criteria {
         interval: lines[0].0,
         volume: lines[1].0,
         errors: lines[2].0,
         latency: lines[3].0,
         matching: lines[4].0,
+        ttft: lines.get(5).map(|l| l.0),
     };
     let (verdict, reasons) = summarize(&lines);
     let checks = CRITERIA
         .iter()
+        .chain(["ttft"].iter())
         .zip(lines)
         .map(|(name, (verdict, reason))| Check {
             criterion: (*name).to_owned(),

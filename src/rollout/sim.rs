@@ -128,6 +128,7 @@ fn run(s: &Scenario, seed: u64) -> Outcome {
             looks: Looks::EveryTick,
             rows: Default::default(),
             noise: Default::default(),
+            ttft: None,
         };
         out.secs = sec;
         if let Some(change) = m.evaluate(now, &input) {

@@ -10,6 +10,7 @@
 
 pub mod noise;
 pub mod noise_fields;
+pub mod stream;
 pub mod window;
 
 use std::collections::VecDeque;
@@ -112,6 +113,13 @@ pub enum Event {
     },
     /// A request sampled for a second stable answer did not get one.
     NoiseDropped,
+    /// An event-stream answer's timing (see [`stream`]), measured once the
+    /// stream ended.
+    Stream {
+        backend: Backend,
+        role: Role,
+        sample: Box<stream::StreamSample>,
+    },
 }
 
 /// A shadow's clean response head, recorded with what became of its pair.
@@ -385,6 +393,11 @@ impl StatsTask {
             }
             Event::Noise { outcome, fields } => self.on_noise(outcome, fields),
             Event::NoiseDropped => self.on_noise_dropped(),
+            Event::Stream {
+                backend,
+                role,
+                sample,
+            } => self.on_stream(backend, role, &sample),
         }
     }
 

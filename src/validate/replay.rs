@@ -17,7 +17,9 @@ use tokio::time::Instant;
 
 use crate::compare::{Comparator, Comparison, Difference, Observed, Outcome};
 use crate::labels::{FailureKind, StatusClass};
+use crate::sse;
 use crate::stats::noise_fields::FieldDiff;
+use crate::stats::stream::{self, StreamSample};
 use crate::stats::window::{RoleStats, WindowStats};
 use crate::trace_context::TraceContext;
 use crate::upstream::Upstream;
@@ -51,6 +53,8 @@ pub enum Answer {
         /// The body broke off (or outlasted the timeout) after the head.
         body_failed: bool,
         latency: Duration,
+        /// An event stream's timing, as the proxy measures it.
+        stream: Option<StreamSample>,
     },
 }
 
@@ -86,10 +90,14 @@ impl Answer {
                 status,
                 body_failed,
                 latency,
+                ref stream,
                 ..
             } => {
                 stats.by_class[StatusClass::of(status).index()] += 1;
                 stats.latency_us.saturating_record(micros(latency));
+                if let Some(sample) = stream {
+                    stats.stream.get_or_insert_default().record(sample);
+                }
                 if body_failed {
                     stats.failures[FailureKind::Body.index()] += 1;
                 }
@@ -174,10 +182,13 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
         ),
         second_stable,
     );
-    let comparison = target
-        .comparator
-        .compare(&stable.observed(), &candidate.observed());
-    let noise = second.map(|second| noise_pair(&target, &stable, &second));
+    let comparison = target.comparator.compare_call(
+        request.path_and_query.path(),
+        &stable.observed(),
+        &candidate.observed(),
+    );
+    let noise =
+        second.map(|second| noise_pair(&target, request.path_and_query.path(), &stable, &second));
     Exchange {
         line: numbered.line,
         method: request.method.to_string(),
@@ -195,12 +206,13 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
 /// locations when both answers are whole JSON documents.
 fn noise_pair(
     target: &Target,
+    path: &str,
     stable: &Answer,
     second: &Answer,
 ) -> (Outcome, Option<Vec<Box<str>>>) {
     let outcome = target
         .comparator
-        .compare(&stable.observed(), &second.observed())
+        .compare_call(path, &stable.observed(), &second.observed())
         .outcome;
     let body = |a: &Answer| match a {
         Answer::Response {
@@ -255,6 +267,11 @@ async fn send(
     // Time to the response head, as the proxy measures it.
     let latency = started.elapsed();
     let status = response.status().as_u16();
+    let mut frames = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| sse::is_event_stream(t.as_bytes()))
+        .then(Vec::new);
     let mut body = response.into_body();
     let mut collected = BytesMut::new();
     let (mut truncated, mut body_failed) = (false, false);
@@ -267,6 +284,9 @@ async fn send(
                         break;
                     }
                     collected.extend_from_slice(data);
+                    if let Some(frames) = &mut frames {
+                        frames.push((collected.len(), Instant::now()));
+                    }
                 }
             }
             Ok(None) => break,
@@ -276,12 +296,14 @@ async fn send(
             }
         }
     }
+    let stream = frames.and_then(|frames| stream::measure(started, &collected, &frames));
     Answer::Response {
         status,
         body: collected.freeze(),
         truncated,
         body_failed,
         latency,
+        stream,
     }
 }
 

@@ -59,6 +59,7 @@ impl Window {
             looks: Looks::EveryTick,
             rows: Default::default(),
             noise: Default::default(),
+            ttft: None,
         }
     }
 

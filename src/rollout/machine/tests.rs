@@ -67,6 +67,7 @@ impl Window {
             looks: crate::rollout::judge::Looks::EveryTick,
             rows: Default::default(),
             noise: Default::default(),
+            ttft: None,
         }
     }
 }
