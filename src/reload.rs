@@ -253,6 +253,7 @@ fn changes(old: &Config, started: &Config, new: &Config) -> ReloadReport {
     keys.hot("shadow", differs(&old.shadow, &new.shadow));
     let (o, s, n) = (&old.compare, &started.compare, &new.compare);
     keys.hot("compare", differs(&o.spec, &n.spec));
+    keys.hot("compare.noise_percent", o.noise_percent != n.noise_percent);
     keys.hot(
         "compare.keep_mismatches",
         o.keep_mismatches != n.keep_mismatches,
