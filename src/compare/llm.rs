@@ -309,20 +309,17 @@ impl Rows<'_> {
                     self.report(at, x, format!("similarity={score:.3} {y}"))
                 })));
             }
+            // JSON on one side only differs; on neither, the texts already
+            // differ exactly.
             TextMode::Json => {
-                match (
+                if let (Ok(x), Ok(y)) = (
                     serde_json::from_str::<Value>(a),
                     serde_json::from_str::<Value>(b),
                 ) {
-                    (Ok(x), Ok(y)) => {
-                        let found = diff_values(&x, &y, self.tol)?;
-                        return Some(Verdict::Differs(
-                            render.then(|| difference(&self.tokens(at), &found)),
-                        ));
-                    }
-                    // JSON on one side only differs; on neither, the texts
-                    // already differ exactly.
-                    _ => {}
+                    let found = diff_values(&x, &y, self.tol)?;
+                    return Some(Verdict::Differs(
+                        render.then(|| difference(&self.tokens(at), &found)),
+                    ));
                 }
             }
         }
