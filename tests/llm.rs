@@ -221,3 +221,14 @@ async fn similarity_text_lets_a_small_deviation_pass() {
     );
     setup.stop().await;
 }
+
+#[tokio::test]
+async fn the_llm_demo_runs_and_reports_each_backend() {
+    let output = harness::run_cli(&["demo", "--llm", "--duration", "3s"]).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains("match rate"), "{stdout}");
+    for backend in ["stable    served", "candidate served"] {
+        assert!(stdout.contains(backend), "{stdout}");
+    }
+}
