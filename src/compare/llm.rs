@@ -108,12 +108,12 @@ impl Comparator {
     }
 
     /// Two answers in the non-streamed shape, choice by choice.
-    fn compare_answers(&self, s: &Value, c: &Value) -> Comparison {
-        let choices = |doc: &Value| doc.get("choices").and_then(Value::as_array).cloned();
+    fn compare_answers<'a>(&self, s: &'a Value, c: &'a Value) -> Comparison {
+        let choices = |doc: &'a Value| doc.get("choices").and_then(Value::as_array);
         let (s_choices, c_choices) = match (choices(s), choices(c)) {
             (Some(a), Some(b)) => (a, b),
             (a, b) => {
-                let rows = a.as_ref().or(b.as_ref()).map_or(1, |x| x.len().max(1));
+                let rows = a.or(b).map_or(1, |x| x.len().max(1));
                 let shown = |v: Option<&Value>| v.map_or("(absent)".to_owned(), compact_json);
                 return Comparison::mismatched(
                     ElementCounts {
@@ -138,7 +138,7 @@ impl Comparator {
             });
             counts.mismatched = s_choices.len().abs_diff(c_choices.len()) as u64;
         }
-        for (i, (a, b)) in s_choices.iter().zip(&c_choices).enumerate() {
+        for (i, (a, b)) in s_choices.iter().zip(c_choices).enumerate() {
             let rows = Rows {
                 text: &self.text,
                 tol: &self.rules.tol,
@@ -215,8 +215,8 @@ impl Rows<'_> {
         }
     }
 
-    fn choice(&self, a: &Value, b: &Value, render: bool) -> Verdict {
-        let message = |v: &Value, name: &str| v.get("message").and_then(|m| m.get(name)).cloned();
+    fn choice<'a>(&self, a: &'a Value, b: &'a Value, render: bool) -> Verdict {
+        let message = |v: &'a Value, name: &str| v.get("message").and_then(|m| m.get(name));
         if let Some(v) = self.text_field(
             At::Content,
             message(a, "content"),
@@ -225,9 +225,9 @@ impl Rows<'_> {
         ) {
             return v;
         }
-        let calls = |v: &Value| match v.get("message").and_then(|m| m.get("tool_calls")) {
-            Some(Value::Array(calls)) => calls.clone(),
-            _ => Vec::new(),
+        let calls = |v: &'a Value| match v.get("message").and_then(|m| m.get("tool_calls")) {
+            Some(Value::Array(calls)) => calls.as_slice(),
+            _ => &[],
         };
         let (a_calls, b_calls) = (calls(a), calls(b));
         if a_calls.len() != b_calls.len() {
@@ -236,21 +236,20 @@ impl Rows<'_> {
                 self.report(At::ToolCalls, len(a_calls.len()), len(b_calls.len()))
             }));
         }
-        for (j, (x, y)) in a_calls.iter().zip(&b_calls).enumerate() {
-            let function =
-                |v: &Value, name: &str| v.get("function").and_then(|f| f.get(name)).cloned();
+        for (j, (x, y)) in a_calls.iter().zip(b_calls).enumerate() {
+            let function = |v: &'a Value, name: &str| v.get("function").and_then(|f| f.get(name));
             let (xn, yn) = (function(x, "name"), function(y, "name"));
-            if !same(xn.as_ref(), yn.as_ref()) {
-                return Verdict::Differs(render.then(|| {
-                    self.report(At::ToolName(j), shown(xn.as_ref()), shown(yn.as_ref()))
-                }));
+            if !same(xn, yn) {
+                return Verdict::Differs(
+                    render.then(|| self.report(At::ToolName(j), shown(xn), shown(yn))),
+                );
             }
             let (xa, ya) = (function(x, "arguments"), function(y, "arguments"));
             if let Some(v) = self.text_field(At::ToolArguments(j), xa, ya, render) {
                 return v;
             }
         }
-        let text = |v: &Value| v.get("text").cloned();
+        let text = |v: &'a Value| v.get("text");
         if let Some(v) = self.text_field(At::Text, text(a), text(b), render) {
             return v;
         }
@@ -268,23 +267,25 @@ impl Rows<'_> {
     fn text_field(
         &self,
         at: At,
-        a: Option<Value>,
-        b: Option<Value>,
+        a: Option<&Value>,
+        b: Option<&Value>,
         render: bool,
     ) -> Option<Verdict> {
-        let as_text = |v: &Option<Value>| match v {
-            None | Some(Value::Null) => Some(String::new()),
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => None,
-        };
-        let (Some(x), Some(y)) = (as_text(&a), as_text(&b)) else {
-            let (a, b) = (a.unwrap_or(Value::Null), b.unwrap_or(Value::Null));
-            let found = diff_values(&a, &b, self.tol)?;
+        fn as_text(v: Option<&Value>) -> Option<&str> {
+            match v {
+                None | Some(Value::Null) => Some(""),
+                Some(Value::String(s)) => Some(s),
+                Some(_) => None,
+            }
+        }
+        let (Some(x), Some(y)) = (as_text(a), as_text(b)) else {
+            let (a, b) = (a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null));
+            let found = diff_values(a, b, self.tol)?;
             return Some(Verdict::Differs(
                 render.then(|| difference(&self.tokens(at), &found)),
             ));
         };
-        self.text(at, &x, &y, render)
+        self.text(at, x, y, render)
     }
 
     fn text(&self, at: At, a: &str, b: &str, render: bool) -> Option<Verdict> {
