@@ -8,10 +8,13 @@
 //! [`idle`]. It must never block the accept loop on a slow client.
 
 mod bind;
+mod first_request;
 mod idle;
+mod replay;
 
 pub use bind::{PortClaim, bind, bind_shared, claim};
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,17 +29,18 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config;
-use crate::proxy::Proxy;
 use crate::proxy::headers::ForwardedFor;
+use crate::proxy::{Proxy, UploadStarted};
 use crate::send_timeout::SendTimeout;
 use crate::telemetry::Metrics;
 use idle::{Activity, Tracked};
+use replay::Replay;
 
 /// Accepts client connections and serves them with the proxy.
 pub struct DataListener {
@@ -172,17 +176,6 @@ fn protocol_of(first: &[u8]) -> Protocol {
     }
 }
 
-/// Peeks at a plaintext connection's first bytes without consuming them.
-/// `None`: nothing arrived within `wait` (a client that sends nothing gets
-/// the same treatment as one whose head is too slow) or the socket failed.
-async fn sniff(stream: &TcpStream, wait: Duration) -> Option<Protocol> {
-    let mut first = [0u8; H2_PREFACE.len()];
-    match tokio::time::timeout(wait, stream.peek(&mut first)).await {
-        Ok(Ok(n)) => Some(protocol_of(&first[..n])),
-        Ok(Err(_)) | Err(_) => None,
-    }
-}
-
 /// The protocol a TLS client agreed to through ALPN; without ALPN the
 /// bytes decide.
 fn negotiated<I>(stream: &tokio_rustls::server::TlsStream<I>) -> Protocol {
@@ -194,8 +187,16 @@ fn negotiated<I>(stream: &tokio_rustls::server::TlsStream<I>) -> Protocol {
 }
 
 impl Connection {
-    async fn serve<I>(self, io: I, scheme: &'static str, protocol: Protocol)
-    where
+    /// Serves a connection. `upload_started`: the listener waited for the
+    /// first request's body, which had not all arrived in time (see
+    /// `first_request`); that request's upload deadline counts from then.
+    async fn serve<I>(
+        self,
+        io: I,
+        scheme: &'static str,
+        protocol: Protocol,
+        upload_started: Option<tokio::time::Instant>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let Connection {
@@ -212,7 +213,11 @@ impl Connection {
         let io = TokioIo::new(SendTimeout::new(io, send_timeout));
         let ended = match protocol {
             Protocol::Http1 => {
-                let service = service_fn(move |request| {
+                let upload_started = Cell::new(upload_started);
+                let service = service_fn(move |mut request: hyper::Request<_>| {
+                    if let Some(started) = upload_started.take() {
+                        request.extensions_mut().insert(UploadStarted(started));
+                    }
                     let proxy = proxy.clone();
                     let forwarded_for = forwarded_for.clone();
                     async move {
@@ -335,12 +340,24 @@ impl DataListener {
             };
             match &self.tls {
                 None => {
-                    let wait = self.limits.header_read_timeout;
+                    let limits = self.limits;
                     tokio::spawn(async move {
                         // Open from accept on, as before any byte arrives.
                         let _open = OpenConnection::new(&connection.metrics);
-                        if let Some(protocol) = sniff(&stream, wait).await {
-                            connection.serve(stream, "http", protocol).await;
+                        let first = first_request::read(
+                            &stream,
+                            limits.header_read_timeout,
+                            limits.max_header_bytes,
+                            connection.proxy.upload_limits(),
+                        );
+                        if let Some(first) = first.await {
+                            let io = Replay::new(first.bytes, stream);
+                            let protocol = first.protocol;
+                            // Boxed: hyper's connection state is several
+                            // KiB, and inline it would be part of every
+                            // task from accept on, waiting or not.
+                            Box::pin(connection.serve(io, "http", protocol, first.upload_started))
+                                .await;
                         }
                         drop(permit);
                     });
@@ -354,7 +371,7 @@ impl DataListener {
                             Ok(Ok(stream)) => {
                                 let _open = OpenConnection::new(&connection.metrics);
                                 let protocol = negotiated(&stream);
-                                connection.serve(stream, "https", protocol).await
+                                connection.serve(stream, "https", protocol, None).await
                             }
                             Ok(Err(error)) => {
                                 tracing::debug!(%peer, %error, "TLS handshake failed");

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::labels::{DropReason, FailureKind, Outcome, ShadowResult, StatusClass};
+use crate::stats::stream::StreamReport;
 use crate::stats::window::{RoleStats, WindowStats};
 
 /// Counts and latency of one backend in one role.
@@ -22,6 +23,10 @@ pub struct RoleReport {
     pub p50_ms: Option<f64>,
     pub p90_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Event-stream answers: time to first token, inter-token latency and
+    /// decode rate; absent until this backend streamed output in the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamReport>,
 }
 
 impl RoleReport {
@@ -48,6 +53,7 @@ impl RoleReport {
             p50_ms: stats.percentile_ms(0.50),
             p90_ms: stats.percentile_ms(0.90),
             p99_ms: stats.percentile_ms(0.99),
+            streams: stats.stream.as_deref().map(StreamReport::of),
         }
     }
 }

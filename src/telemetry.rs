@@ -11,6 +11,7 @@
 
 mod descriptions;
 mod process;
+mod streams;
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -25,6 +26,7 @@ use crate::labels::{
 };
 use descriptions::{DESCRIPTIONS, Kind};
 use process::ProcessMetrics;
+pub use streams::StreamMetrics;
 
 /// Latency buckets in seconds, from a fast in-memory model (1 ms) to a slow
 /// generative one (60 s).
@@ -98,6 +100,9 @@ pub struct Metrics {
     pub state_file_behind: Gauge,
     pub responses_spilled: Counter,
     pub response_spill_failures: Counter,
+    /// Time to first token, inter-token latency and decode rate of
+    /// event-stream answers.
+    pub streams: StreamMetrics,
     process: ProcessMetrics,
 }
 
@@ -108,8 +113,8 @@ impl Metrics {
                 Matcher::Full("understudy_request_duration_seconds".into()),
                 &DURATION_BUCKETS,
             )
-            .expect("bucket list is non-empty")
-            .build_recorder();
+            .expect("bucket list is non-empty");
+        let recorder = streams::buckets(recorder).build_recorder();
         let handle = recorder.handle();
         let r = Registrar(&recorder);
 
@@ -229,6 +234,7 @@ impl Metrics {
             state_file_behind: r.gauge("understudy_state_file_behind", &[]),
             responses_spilled: r.counter("understudy_responses_spilled_total", &[]),
             response_spill_failures: r.counter("understudy_response_spill_failures_total", &[]),
+            streams: StreamMetrics::new(&r),
             process: ProcessMetrics::new(&recorder),
             handle,
             recorder,

@@ -391,3 +391,61 @@ async fn http2_streams_that_never_send_their_bodies_hold_no_backend_slot() {
     }
     proxy.stop().await;
 }
+
+/// Opens a connection and sends `sent`, a request it never finishes.
+async fn unfinished(addr: std::net::SocketAddr, sent: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_trickle_their_first_request_cost_only_the_bytes_they_sent() {
+    use support::memory::RssSampler;
+    const CLIENTS: usize = 400;
+    let stable = FakeUpstream::start(Reply::json(200, OK_BODY)).await;
+    let text = config(&stable.url(), 4, "3s", "max_connections = 2000\n");
+    let proxy = harness::start_text(&text).await;
+    let addr: std::net::SocketAddr = proxy.url.trim_start_matches("http://").parse().unwrap();
+    let slow_head = b"POST /v1/models/m:predict HTTP/1.1\r\nHost: p\r\nX-Pad: a\r\n";
+    let slow_body = b"POST /v1/models/m:predict HTTP/1.1\r\nHost: p\r\n\
+                      Content-Length: 1000\r\n\r\n{\"instances\":";
+
+    let rss = RssSampler::start();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let sent: &[u8] = if i % 2 == 0 { slow_head } else { slow_body };
+        clients.push(unfinished(addr, sent).await);
+    }
+    let open = "understudy_connections_open";
+    proxy
+        .wait_metric(open, CLIENTS as f64, Duration::from_secs(10))
+        .await;
+    // Let every connection read what its client sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = send(&http_client(), Method::POST, &proxy.url, &[], "{}").await;
+    assert_eq!(status, 200, "{body:?}");
+    let grew = rss.finish();
+    eprintln!(
+        "{CLIENTS} unfinished first requests: RSS +{} KiB, {} bytes each",
+        grew >> 10,
+        grew / CLIENTS as u64
+    );
+    // Given to hyper, each would hold an 8 KiB write buffer, an 8 KiB read
+    // buffer and hyper's state: over 24 KiB (this process also holds the
+    // test's client sockets). Read by the listener, a client costs its
+    // bytes, its task and its socket: well under that.
+    assert!(
+        grew < CLIENTS as u64 * 16 * 1024,
+        "RSS grew by {} KiB for {CLIENTS} unfinished requests ({} bytes each)",
+        grew >> 10,
+        grew / CLIENTS as u64
+    );
+    assert_eq!(
+        stable.request_count(),
+        1,
+        "no unfinished request was sent on"
+    );
+    drop(clients);
+    proxy.stop().await;
+}

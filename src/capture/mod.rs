@@ -9,7 +9,8 @@
 //! than a small one. A body whose source errors sends
 //! [`Captured::Broken`]; one dropped before its end sends nothing: the
 //! receiver sees the channel closed. [`share`] gives one copy to two
-//! receivers.
+//! receivers. A [`FrameClock`] may ride along to note when each frame
+//! passed (event-stream timing).
 //!
 //! A copy never changes what the peer receives, and it never waits: this
 //! module knows nothing of who reads the copy, and imports nothing of the
@@ -17,6 +18,7 @@
 //!
 //! [`budget`]: crate::budget
 
+mod clock;
 mod tee;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -28,6 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::budget::Reservation;
 
+pub use clock::{Arrivals, FrameClock};
 pub use tee::TeeBody;
 
 /// The copy of a body, once the stream has ended.

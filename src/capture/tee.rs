@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
-use super::{Capture, Captured};
+use super::{Capture, Captured, FrameClock};
 use crate::budget::Reservation;
 
 /// A body that forwards `inner` frame by frame and, when capturing, hands
@@ -18,6 +18,9 @@ use crate::budget::Reservation;
 pub struct TeeBody<B> {
     inner: B,
     capture: Option<Capture>,
+    /// Notes each data frame's arrival; dropped (which hands its notes on)
+    /// when the body ends.
+    clock: Option<Box<FrameClock>>,
 }
 
 impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
@@ -26,6 +29,7 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
         Self {
             inner,
             capture: None,
+            clock: None,
         }
     }
 
@@ -71,7 +75,11 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
     ) -> (Self, oneshot::Receiver<Captured>) {
         let declared = inner.size_hint().exact().unwrap_or(0);
         let (capture, receiver) = Capture::start(declared, limit, reservation);
-        let mut body = Self { inner, capture };
+        let mut body = Self {
+            inner,
+            capture,
+            clock: None,
+        };
         // An empty body may never be polled; finish it now.
         if body.inner.is_end_stream() {
             body.finish();
@@ -79,10 +87,17 @@ impl<B: Body<Data = Bytes> + Unpin> TeeBody<B> {
         (body, receiver)
     }
 
+    /// Also notes when each data frame passes, on `clock`.
+    pub fn timed(mut self, clock: FrameClock) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
     fn finish(&mut self) {
         if let Some(capture) = self.capture.take() {
             capture.finish();
         }
+        self.clock = None;
     }
 }
 
@@ -103,10 +118,13 @@ where
             Some(Ok(frame)) => {
                 // Take the capture only for a data frame: a trailers frame
                 // must leave it in place to be finished.
-                if let Some(data) = frame.data_ref()
-                    && let Some(capture) = this.capture.take()
-                {
-                    this.capture = capture.push(data);
+                if let Some(data) = frame.data_ref() {
+                    if let Some(clock) = &mut this.clock {
+                        clock.observe(data);
+                    }
+                    if let Some(capture) = this.capture.take() {
+                        this.capture = capture.push(data);
+                    }
                 }
                 if let (Some(trailers), Some(capture)) = (frame.trailers_ref(), &mut this.capture) {
                     capture.trailers = Some(trailers.clone());
@@ -124,6 +142,7 @@ where
                 if let Some(capture) = this.capture.take() {
                     capture.give_up(Captured::Broken);
                 }
+                this.clock = None;
             }
         }
         Poll::Ready(frame)

@@ -167,6 +167,7 @@ impl WireRole {
             by_class: self.by_class,
             failures: self.failures,
             latency_us: histogram_of(&self.latency_us),
+            stream: None,
         }
     }
 }

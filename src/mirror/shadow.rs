@@ -11,6 +11,8 @@ use tokio::time::Instant;
 use super::MirrorJob;
 use super::pair::{Answer, ShadowHead};
 use crate::split::Backend;
+use crate::sse;
+use crate::stats::stream::{self, StreamSample};
 use crate::stats::{Event, FailureKind, Role, ShadowResult, StatsHandle};
 use crate::upstream::{self, UpstreamError};
 
@@ -60,6 +62,7 @@ pub(super) async fn send(
         truncated,
         grpc_failed,
         over_budget,
+        stream,
     } = match result {
         Ok(collected) => collected,
         Err(Broke::Head(e)) => {
@@ -80,6 +83,13 @@ pub(super) async fn send(
         }
     };
     let head = head.expect("a collected body follows a head");
+    if let Some(sample) = stream {
+        stats.record(Event::Stream {
+            backend,
+            role: Role::Shadow,
+            sample: Box::new(sample),
+        });
+    }
     if over_budget {
         return (Answer::OverBudget, Some(head));
     }
@@ -108,6 +118,8 @@ struct Collected {
     grpc_failed: bool,
     /// The body did not fit the byte budget; reading stopped there.
     over_budget: bool,
+    /// An event stream's timing (of the part read, when truncated).
+    stream: Option<StreamSample>,
 }
 
 /// How a shadow exchange broke off.
@@ -139,12 +151,20 @@ async fn exchange(
         latency: sent.elapsed(),
     });
     let mut grpc_failed = upstream::grpc_failed(response.headers());
+    // An event stream's frames are timed as they arrive, as the serving
+    // side's are; the stream is read once it has ended.
+    let mut frames = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| sse::is_event_stream(t.as_bytes()))
+        .then(Vec::new);
     let mut body = response.into_body();
-    let stop = |collected: BytesMut, truncated, over_budget, grpc_failed| Collected {
+    let stop = |collected: BytesMut, truncated, over_budget, grpc_failed, stream| Collected {
         body: collected.freeze(),
         truncated,
         grpc_failed,
         over_budget,
+        stream,
     };
     // A declared length is reserved (and allocated) up front; otherwise the
     // reservation follows the buffer's capacity as the chunks arrive.
@@ -158,7 +178,7 @@ async fn exchange(
         if !job.reservation.grow(length) {
             // Dropping the unread body closes the connection: a 10 MB answer
             // that does not fit is never read at all.
-            return Ok(stop(collected, false, true, grpc_failed));
+            return Ok(stop(collected, false, true, grpc_failed, None));
         }
         reserved = length;
         collected.reserve(length);
@@ -172,17 +192,28 @@ async fn exchange(
             if collected.len() + data.len() > job.max_body_bytes {
                 // Stop reading: the copy is uncomparable anyway, and
                 // dropping the body closes the connection.
-                return Ok(stop(collected, true, false, grpc_failed));
+                let stream = timed(sent, frames.as_deref(), &collected);
+                return Ok(stop(collected, true, false, grpc_failed, stream));
             }
             collected.reserve(data.len());
             if collected.capacity() > reserved {
                 if !job.reservation.grow(collected.capacity() - reserved) {
-                    return Ok(stop(BytesMut::new(), false, true, grpc_failed));
+                    return Ok(stop(BytesMut::new(), false, true, grpc_failed, None));
                 }
                 reserved = collected.capacity();
             }
             collected.extend_from_slice(data);
+            if let Some(frames) = &mut frames {
+                frames.push((collected.len(), Instant::now()));
+            }
         }
     }
-    Ok(stop(collected, false, false, grpc_failed))
+    let stream = timed(sent, frames.as_deref(), &collected);
+    Ok(stop(collected, false, false, grpc_failed, stream))
+}
+
+/// An event stream's timing from its frames' arrivals; `None` for other
+/// answers.
+fn timed(sent: Instant, frames: Option<&[(usize, Instant)]>, body: &[u8]) -> Option<StreamSample> {
+    stream::measure(sent, body, frames?)
 }

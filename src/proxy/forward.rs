@@ -27,12 +27,14 @@ impl Proxy {
         &self,
         exchange: &Exchange<'_>,
         body: ClientBody,
+        started: Option<Instant>,
     ) -> Result<UploadBody, ProxyError> {
         let settings = &exchange.settings;
         let buffering = prebuffer(
             body,
             settings.request_buffer_bytes,
             settings.request_buffer_timeout,
+            started.unwrap_or_else(Instant::now),
         );
         match buffering.await {
             Ok(body) => Ok(Box::new(body)),

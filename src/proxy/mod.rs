@@ -27,6 +27,7 @@ pub mod prebuffer;
 pub mod read_ahead;
 mod respond;
 pub mod response;
+mod stream_timing;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +94,26 @@ impl Settings {
     }
 }
 
+/// What the listener needs to know to read a small upload before the
+/// request reaches the proxy (see `listener::first_request`).
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// `listen.request_buffer_bytes`.
+    pub buffer_bytes: usize,
+    /// `listen.max_body_bytes`.
+    pub max_body_bytes: Option<u64>,
+    /// `listen.request_buffer_timeout`.
+    pub buffer_timeout: Duration,
+    /// `listen.body_idle_timeout`.
+    pub idle_timeout: Duration,
+}
+
+/// A request extension: the upload began before the request reached the
+/// proxy (the listener waited for its body), at this instant. The request
+/// buffering's deadline counts from it.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadStarted(pub tokio::time::Instant);
+
 /// Both backends' TLS files, read by a reload and not yet in use.
 pub struct BackendTlsFiles {
     stable: ClientTlsFiles,
@@ -130,6 +151,17 @@ impl Inner {
 }
 
 impl Proxy {
+    /// The upload limits in force now.
+    pub fn upload_limits(&self) -> UploadLimits {
+        let settings = self.inner.settings.load();
+        UploadLimits {
+            buffer_bytes: settings.request_buffer_bytes,
+            max_body_bytes: settings.max_body_bytes,
+            buffer_timeout: settings.request_buffer_timeout,
+            idle_timeout: settings.body_idle_timeout,
+        }
+    }
+
     pub fn new(
         config: &Config,
         settings: Settings,
@@ -253,8 +285,9 @@ impl Proxy {
             .with_limit(settings.max_body_bytes)
             .with_idle_timeout(Some(settings.body_idle_timeout))
             .with_progress();
+        let upload_started = parts.extensions.get::<UploadStarted>().map(|s| s.0);
         let (body, copies) = self.copy_request(&exchange, &parts, body, plan, recording);
-        let body = match self.buffer_upload(&exchange, body).await {
+        let body = match self.buffer_upload(&exchange, body, upload_started).await {
             Ok(body) => body,
             Err(error) => return exchange.refuse(&error),
         };

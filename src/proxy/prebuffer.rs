@@ -33,16 +33,18 @@ pub struct Prebuffered<B> {
 }
 
 /// Reads `body` until it ends or `limit` bytes have arrived, within
-/// `timeout` of the call. A failed body fails here, with its own error.
+/// `timeout` of `started` (the call, or earlier when the listener already
+/// waited for part of the upload). A failed body fails here, with its own
+/// error.
 pub async fn prebuffer<B>(
     mut body: B,
     limit: usize,
     timeout: Duration,
+    started: Instant,
 ) -> Result<Prebuffered<B>, BodyError>
 where
     B: Body<Data = Bytes, Error = BodyError> + Unpin,
 {
-    let started = Instant::now();
     let mut deadline: Option<Pin<Box<Sleep>>> = None;
     let mut frames = Vec::new();
     let mut buffered = 0u64;
@@ -183,9 +185,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_within_the_buffer_is_read_whole_before_it_is_sent() {
-        let body = prebuffer(fed(&["ab", "cd"]), 64, Duration::from_secs(1))
-            .await
-            .unwrap();
+        let body = prebuffer(
+            fed(&["ab", "cd"]),
+            64,
+            Duration::from_secs(1),
+            Instant::now(),
+        )
+        .await
+        .unwrap();
         assert!(body.is_complete());
         assert_eq!(body.size_hint().exact(), Some(4));
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abcd");
@@ -197,7 +204,9 @@ mod tests {
         for chunk in ["abc", "def", "ghi"] {
             tx.send(Bytes::from_static(chunk.as_bytes())).await.unwrap();
         }
-        let body = prebuffer(Fed(rx), 5, Duration::from_secs(1)).await.unwrap();
+        let body = prebuffer(Fed(rx), 5, Duration::from_secs(1), Instant::now())
+            .await
+            .unwrap();
         assert!(!body.is_complete(), "stopped at the buffer's size");
         tx.send(Bytes::from_static(b"jkl")).await.unwrap();
         drop(tx);
@@ -220,7 +229,7 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let error = prebuffer(Fed(rx), 1024, Duration::from_secs(10))
+        let error = prebuffer(Fed(rx), 1024, Duration::from_secs(10), Instant::now())
             .await
             .err()
             .expect("the deadline passes first");
@@ -241,7 +250,7 @@ mod tests {
                 Poll::Ready(Some(Err(BodyError::TooLarge { limit: 1 })))
             }
         }
-        let error = prebuffer(Broken, 64, Duration::from_secs(1))
+        let error = prebuffer(Broken, 64, Duration::from_secs(1), Instant::now())
             .await
             .err()
             .expect("fails");

@@ -40,6 +40,7 @@ impl Proxy {
             status,
             latency,
         });
+        let clock = super::stream_timing::clock(&parts.headers, stats, backend, started);
         let grpc_failed = upstream::grpc_failed(&parts.headers);
         if grpc_failed {
             stats.record(Event::Failure {
@@ -58,7 +59,10 @@ impl Proxy {
             parts.headers.insert(X_UNDERSTUDY_BACKEND.clone(), name);
         }
         parts.version = exchange.client_version;
-        let body = copies.copy_response(body, status, grpc_failed, exchange);
+        let mut body = copies.copy_response(body, status, grpc_failed, exchange);
+        if let Some(clock) = clock {
+            body = body.timed(clock);
+        }
         let body = ReadAhead::new(body, &exchange.settings.read_ahead, self.inner.metrics());
         exchange.log(status, latency);
         let body = ProxyBody::upstream(body, stats.clone(), backend, started);

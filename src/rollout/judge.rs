@@ -60,7 +60,10 @@ pub(crate) mod stats;
 pub(crate) mod tests;
 #[cfg(test)]
 mod tests_rules;
+#[cfg(test)]
+mod tests_ttft;
 mod thresholds;
+pub mod ttft;
 
 pub use evidence::{Criteria, Evidence, LatencyEvidence, RateEvidence, SideEvidence};
 pub use latency::{LatencyTest, Looks};
@@ -112,6 +115,9 @@ pub struct JudgeInput<'a> {
     pub looks: Looks,
     /// Per-request row sums, for `match_unit = "row"`.
     pub rows: RowClusters,
+    /// Time to first token of event-stream answers; `None` when the window
+    /// holds none (the TTFT criterion is then absent).
+    pub ttft: Option<ttft::StreamWindow<'a>>,
 }
 
 /// What the judge reads from a window of statistics: each backend's traffic
@@ -170,6 +176,7 @@ impl<'a> JudgeInput<'a> {
             elapsed,
             looks,
             rows: window.rows,
+            ttft: ttft::StreamWindow::of(&window.stable, &window.candidate),
         }
     }
 }
@@ -192,7 +199,7 @@ pub struct Judgement {
 /// One criterion's verdict and the reason behind it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Check {
-    /// `interval`, `volume`, `errors`, `latency` or `match`.
+    /// `interval`, `volume`, `errors`, `latency`, `match` or `ttft`.
     pub criterion: String,
     /// Its verdict.
     pub verdict: Verdict,
@@ -241,7 +248,7 @@ fn summarize(lines: &[Line]) -> (Verdict, Vec<String>) {
 /// Judges one window against the thresholds. Pure; see the module doc.
 pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
     let mut evidence = Evidence::gather(input, t);
-    let lines = [
+    let mut lines = vec![
         interval_rule(input, t),
         volume_rule(&evidence, t),
         errors_rule(&evidence, t),
@@ -257,16 +264,24 @@ pub fn judge(input: &JudgeInput, t: &Thresholds) -> Judgement {
         ),
         match_rule(&evidence, t),
     ];
+    evidence.ttft = input
+        .ttft
+        .map(|w| ttft::TtftEvidence::measure(&w, t, input.looks));
+    if let Some(e) = &evidence.ttft {
+        lines.push(ttft::rule(e, t, input.looks));
+    }
     evidence.criteria = Criteria {
         interval: lines[0].0,
         volume: lines[1].0,
         errors: lines[2].0,
         latency: lines[3].0,
         matching: lines[4].0,
+        ttft: lines.get(5).map(|l| l.0),
     };
     let (verdict, reasons) = summarize(&lines);
     let checks = CRITERIA
         .iter()
+        .chain(["ttft"].iter())
         .zip(lines)
         .map(|(name, (verdict, reason))| Check {
             criterion: (*name).to_owned(),

@@ -127,6 +127,7 @@ fn run(s: &Scenario, seed: u64) -> Outcome {
             elapsed: Duration::from_millis(now - window_start),
             looks: Looks::EveryTick,
             rows: Default::default(),
+            ttft: None,
         };
         out.secs = sec;
         if let Some(change) = m.evaluate(now, &input) {

@@ -8,6 +8,7 @@
 //! step). It also feeds the Prometheus handles and keeps the last mismatches.
 //! It must never block the data path and never hold request bodies.
 
+pub mod stream;
 pub mod window;
 
 use std::collections::VecDeque;
@@ -100,6 +101,13 @@ pub enum Event {
     CompareDropped {
         shadow: Option<ShadowAnswer>,
         reason: DropReason,
+    },
+    /// An event-stream answer's timing (see [`stream`]), measured once the
+    /// stream ended.
+    Stream {
+        backend: Backend,
+        role: Role,
+        sample: Box<stream::StreamSample>,
     },
 }
 
@@ -372,6 +380,11 @@ impl StatsTask {
                 }
                 self.on_compare_dropped(reason);
             }
+            Event::Stream {
+                backend,
+                role,
+                sample,
+            } => self.on_stream(backend, role, &sample),
         }
     }
 

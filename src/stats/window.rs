@@ -5,6 +5,7 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::stream::StreamStats;
 use crate::compare::ElementCounts;
 pub use crate::labels::{DropReason, FailureKind, Outcome, ShadowResult, StatusClass};
 use crate::split::Backend;
@@ -33,6 +34,9 @@ pub struct RoleStats {
     pub failures: [u64; FailureKind::COUNT],
     /// Time to the response head, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// Event-stream timing (TTFT, ITL, decode rate); `None` until this
+    /// backend answered an event stream with output in this role.
+    pub stream: Option<Box<StreamStats>>,
 }
 
 impl Default for RoleStats {
@@ -41,6 +45,7 @@ impl Default for RoleStats {
             by_class: [0; StatusClass::COUNT],
             failures: [0; FailureKind::COUNT],
             latency_us: latency_histogram(),
+            stream: None,
         }
     }
 }
@@ -73,6 +78,7 @@ impl RoleStats {
         }
         // Both histograms share bounds, so adding cannot fail.
         let _ = self.latency_us.add(&other.latency_us);
+        StreamStats::merge_into(&mut self.stream, other.stream.as_deref());
     }
 
     /// Latency percentile in milliseconds, `None` without samples.

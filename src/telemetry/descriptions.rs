@@ -8,7 +8,7 @@ pub(super) enum Kind {
 
 /// Help text of every metric: `promtool check metrics` rejects a series
 /// without one, and a test runs it on our exposition.
-pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
+pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 35] = [
     (
         "understudy_requests_total",
         Kind::Counter,
@@ -18,6 +18,21 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 32] = [
         "understudy_request_duration_seconds",
         Kind::Histogram,
         "Time from sending a request to a backend until its response head arrived.",
+    ),
+    (
+        "understudy_time_to_first_token_seconds",
+        Kind::Histogram,
+        "Event-stream answers: time from sending a request to a backend until the first event carrying output arrived.",
+    ),
+    (
+        "understudy_inter_token_latency_seconds",
+        Kind::Histogram,
+        "Event-stream answers: gaps between consecutive events carrying output.",
+    ),
+    (
+        "understudy_output_tokens_per_second",
+        Kind::Histogram,
+        "Event-stream answers that reported usage: output tokens after the first per second between the first and the last event carrying output.",
     ),
     (
         "understudy_upstream_failures_total",

@@ -76,6 +76,7 @@ pub fn render(report: &Report, window: &WindowStats, title: &str) -> String {
     }
     h.push_str("</table>");
     numbers(&mut h, report);
+    streams(&mut h, report);
     h.push_str("<h2>Latency (time to response head), by percentile</h2>");
     let stable = window.stable.combined();
     let candidate = window.candidate.combined();
@@ -136,6 +137,52 @@ fn numbers(h: &mut String, r: &Report) {
     let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
     h.push_str(&escape(&outcomes.join(", ")));
     h.push_str("</p>");
+}
+
+/// Time to first token, inter-token latency and decode rate, when either
+/// backend answered event streams.
+fn streams(h: &mut String, r: &Report) {
+    let (Some(s), Some(c)) = (&r.stable.streams, &r.candidate.streams) else {
+        if r.stable.streams.is_none() && r.candidate.streams.is_none() {
+            return;
+        }
+        h.push_str("<p>Event streams: only one backend streamed output.</p>");
+        return;
+    };
+    h.push_str("<h2>Event streams</h2><table><tr><th></th><th>stable</th><th>candidate</th></tr>");
+    let rate = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+    let rows = [
+        ("streams", s.streams.to_string(), c.streams.to_string()),
+        (
+            "TTFT p50",
+            ms_or_dash(s.ttft_p50_ms),
+            ms_or_dash(c.ttft_p50_ms),
+        ),
+        (
+            "TTFT p99",
+            ms_or_dash(s.ttft_p99_ms),
+            ms_or_dash(c.ttft_p99_ms),
+        ),
+        (
+            "ITL p50",
+            ms_or_dash(s.itl_p50_ms),
+            ms_or_dash(c.itl_p50_ms),
+        ),
+        (
+            "ITL p99",
+            ms_or_dash(s.itl_p99_ms),
+            ms_or_dash(c.itl_p99_ms),
+        ),
+        (
+            "tokens/s p50",
+            rate(s.tokens_per_second_p50),
+            rate(c.tokens_per_second_p50),
+        ),
+    ];
+    for (name, a, b) in rows {
+        let _ = write!(h, "<tr><td>{name}</td><td>{a}</td><td>{b}</td></tr>");
+    }
+    h.push_str("</table>");
 }
 
 fn mismatches(h: &mut String, r: &Report) {

@@ -17,6 +17,8 @@ use tokio::time::Instant;
 
 use crate::compare::{Comparator, Comparison, Difference, Observed};
 use crate::labels::{FailureKind, StatusClass};
+use crate::sse;
+use crate::stats::stream::{self, StreamSample};
 use crate::stats::window::{RoleStats, WindowStats};
 use crate::trace_context::TraceContext;
 use crate::upstream::Upstream;
@@ -47,6 +49,8 @@ pub enum Answer {
         /// The body broke off (or outlasted the timeout) after the head.
         body_failed: bool,
         latency: Duration,
+        /// An event stream's timing, as the proxy measures it.
+        stream: Option<StreamSample>,
     },
 }
 
@@ -82,10 +86,14 @@ impl Answer {
                 status,
                 body_failed,
                 latency,
+                ref stream,
                 ..
             } => {
                 stats.by_class[StatusClass::of(status).index()] += 1;
                 stats.latency_us.saturating_record(micros(latency));
+                if let Some(sample) = stream {
+                    stats.stream.get_or_insert_default().record(sample);
+                }
                 if body_failed {
                     stats.failures[FailureKind::Body.index()] += 1;
                 }
@@ -198,6 +206,11 @@ async fn send(
     // Time to the response head, as the proxy measures it.
     let latency = started.elapsed();
     let status = response.status().as_u16();
+    let mut frames = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| sse::is_event_stream(t.as_bytes()))
+        .then(Vec::new);
     let mut body = response.into_body();
     let mut collected = BytesMut::new();
     let (mut truncated, mut body_failed) = (false, false);
@@ -210,6 +223,9 @@ async fn send(
                         break;
                     }
                     collected.extend_from_slice(data);
+                    if let Some(frames) = &mut frames {
+                        frames.push((collected.len(), Instant::now()));
+                    }
                 }
             }
             Ok(None) => break,
@@ -219,12 +235,14 @@ async fn send(
             }
         }
     }
+    let stream = frames.and_then(|frames| stream::measure(started, &collected, &frames));
     Answer::Response {
         status,
         body: collected.freeze(),
         truncated,
         body_failed,
         latency,
+        stream,
     }
 }
 

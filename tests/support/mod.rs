@@ -7,6 +7,8 @@
 //!   the one HTTP client of the tests, for the proxy (data plane or admin
 //!   API) or an upstream.
 //! * [`refused_addr`]: an address where nothing listens.
+//! * [`sse_upstream`]: a fake LLM server streaming chat-completion events
+//!   on a fixed schedule (first token, gap between tokens).
 //! * [`raw_exchange`], [`RawUpstream`]: raw-socket client and upstream for
 //!   bytes no HTTP library would send.
 //! * [`tls`], [`memory`], [`promtool`], [`full_fs`]: certificates and TLS
@@ -52,6 +54,7 @@ mod raw;
 mod raw_peer;
 mod reply;
 mod server;
+pub mod sse_upstream;
 pub mod tls;
 mod upstream;
 

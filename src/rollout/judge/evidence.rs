@@ -143,6 +143,10 @@ pub struct Criteria {
     pub latency: Verdict,
     /// Response match rate.
     pub matching: Verdict,
+    /// Candidate time to first token vs stable's; only for windows with
+    /// event-stream answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft: Option<Verdict>,
 }
 
 /// Every number behind a judgement.
@@ -169,6 +173,9 @@ pub struct Evidence {
     /// The latency test as judged: quantile, log ratio, interval, limit.
     #[serde(default)]
     pub latency: latency::LatencyTest,
+    /// The time-to-first-token test, for windows with event streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft: Option<super::ttft::TtftEvidence>,
     /// Per-criterion verdicts.
     pub criteria: Criteria,
     /// Thresholds in force.
@@ -220,7 +227,9 @@ impl Evidence {
                 errors: Verdict::Hold,
                 latency: Verdict::Hold,
                 matching: Verdict::Hold,
+                ttft: None,
             },
+            ttft: None,
             thresholds: t.clone(),
             fail_confidence: FAIL_CONFIDENCE,
             pass_confidence: PASS_CONFIDENCE,

@@ -58,6 +58,7 @@ impl Window {
             elapsed: Duration::from_secs(self.elapsed_secs),
             looks: Looks::EveryTick,
             rows: Default::default(),
+            ttft: None,
         }
     }
 

@@ -66,6 +66,7 @@ impl Window {
             elapsed: Duration::from_millis(self.elapsed_ms),
             looks: crate::rollout::judge::Looks::EveryTick,
             rows: Default::default(),
+            ttft: None,
         }
     }
 }
