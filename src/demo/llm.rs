@@ -122,15 +122,16 @@ fn rate(window: &WindowReport) -> String {
         .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
 }
 
-/// One backend's results as `/status` reports them: latency (to the response
-/// head, which a streamed answer sends before its first token) and errors.
-/// This is the place for time to first token and inter-token latency: the
-/// window report carries neither, so neither is printed.
+/// One backend's results as `/status` reports them: time to first token and
+/// inter-token latency of its streams (a stream's head comes before its first
+/// token, so head latency says little here), and errors.
 fn backend(report: &BackendReport) -> String {
+    let streams = report.total.streams.as_ref();
     format!(
-        "p50/p99 {}/{} errors {}",
-        ms_or_dash(report.total.p50_ms),
-        ms_or_dash(report.total.p99_ms),
+        "ttft p50/p99 {}/{} itl p50 {} errors {}",
+        ms_or_dash(streams.and_then(|s| s.ttft_p50_ms)),
+        ms_or_dash(streams.and_then(|s| s.ttft_p99_ms)),
+        ms_or_dash(streams.and_then(|s| s.itl_p50_ms)),
         report.total.errors
     )
 }
