@@ -12,13 +12,35 @@ pub struct ElementCounts {
 }
 
 /// The first differing location: an RFC 6901 pointer into the stable document and both
-/// sides rendered (compact JSON, or a label / similarity in argmax / cosine mode), each
-/// at most [`MAX_CHARS`](super::MAX_CHARS) characters.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// sides rendered (compact JSON; in argmax mode `label=I score=S`, the index of the
+/// row's largest score and that score; in cosine mode the similarity), each at most
+/// [`MAX_CHARS`](super::MAX_CHARS) characters. For a KServe V2 answer (REST or gRPC)
+/// `output` names the output tensor and `row` the row within it (counted from 0);
+/// for the other row layouts `row` is the row of the target. For a gRPC answer the
+/// pointer addresses the answer as KServe's REST protocol writes it
+/// (`/outputs/0/data/3`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Difference {
     pub pointer: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row: Option<u64>,
     pub stable: String,
     pub candidate: String,
+}
+
+impl Difference {
+    /// Where it lies in tensor terms, for reports: `output "probabilities", row 3`,
+    /// `row 3`, `output "label"`; empty when neither is known.
+    pub fn place(&self) -> String {
+        match (&self.output, self.row) {
+            (Some(output), Some(row)) => format!("output {output:?}, row {row}"),
+            (Some(output), None) => format!("output {output:?}"),
+            (None, Some(row)) => format!("row {row}"),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// The result of comparing one pair.
@@ -43,6 +65,14 @@ pub mod reason {
     pub const BODY_TRUNCATED: &str = "body_truncated";
     /// The compared pointer exists in neither document.
     pub const POINTER_MISSING: &str = "pointer_missing";
+    /// The stable answer to a KServe V2 gRPC `ModelInfer` call is not exactly one
+    /// complete gRPC message holding a `ModelInferResponse`.
+    pub const STABLE_NOT_GRPC: &str = "stable_not_grpc";
+    /// The candidate's answer to such a call is not.
+    pub const SHADOW_NOT_GRPC: &str = "shadow_not_grpc";
+    /// A gRPC answer's message is compressed (`grpc-encoding`), which is not
+    /// decoded.
+    pub const GRPC_COMPRESSED: &str = "grpc_compressed";
 }
 
 impl Comparison {
@@ -71,5 +101,41 @@ impl Comparison {
             difference: Some(difference),
             ..Comparison::bare(Outcome::Mismatch, None)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn place_names_output_and_row_when_known() {
+        let at = |output: Option<&str>, row| Difference {
+            output: output.map(str::to_owned),
+            row,
+            ..Difference::default()
+        };
+        assert_eq!(
+            at(Some("probabilities"), Some(3)).place(),
+            r#"output "probabilities", row 3"#
+        );
+        assert_eq!(at(Some("label"), None).place(), r#"output "label""#);
+        assert_eq!(at(None, Some(0)).place(), "row 0");
+        assert_eq!(at(None, None).place(), "");
+    }
+
+    #[test]
+    fn mismatch_json_carries_output_and_row_only_when_known() {
+        let d = Difference {
+            pointer: "/outputs/0/data/6".into(),
+            output: Some("p".into()),
+            row: Some(2),
+            stable: "0.1".into(),
+            candidate: "0.7".into(),
+        };
+        let json = serde_json::to_value(&d).expect("serializes");
+        assert_eq!((&json["output"], &json["row"]), (&"p".into(), &2.into()));
+        let bare = serde_json::to_value(Difference::default()).expect("serializes");
+        assert!(bare.get("output").is_none() && bare.get("row").is_none());
     }
 }

@@ -83,7 +83,9 @@ pub(crate) fn compare_outputs<'a>(
         match partner {
             Some(y) => compare_output(x, y, rules, tally, i),
             None => {
-                let found = Found::at(Shown::Json(x), Shown::Absent).under(Seg::Index(i));
+                let found = Found::at(Shown::Json(x), Shown::Absent)
+                    .under(Seg::Index(i))
+                    .in_output(name(x));
                 tally.mismatched(found, rows_of(x));
             }
         }
@@ -93,7 +95,8 @@ pub(crate) fn compare_outputs<'a>(
     }
     for (y, partner) in ys.iter().zip(partners(ys, xs)) {
         if partner.is_none() {
-            tally.mismatched(Found::at(Shown::Absent, Shown::Json(y)), rows_of(y));
+            let found = Found::at(Shown::Absent, Shown::Json(y)).in_output(name(y));
+            tally.mismatched(found, rows_of(y));
         }
     }
 }
@@ -119,7 +122,7 @@ fn compare_output<'a>(
     tally: &mut Tally<'a>,
     index: usize,
 ) {
-    let at_output = |f: Found<'a>| f.under(Seg::Index(index));
+    let at_output = |f: Found<'a>| f.under(Seg::Index(index)).in_output(name(x));
     let (Some(tx), Some(ty)) = (tensor(x), tensor(y)) else {
         // Not a flat tensor on some side (no data, nested data, bad shape): compare the
         // output objects by value as one row.
@@ -144,7 +147,8 @@ fn compare_output<'a>(
             candidate: b,
             start: r.saturating_mul(tx.row_len),
         };
-        let found = compare_row(pair, rules).map(|f| at_output(f.under(Seg::Key("data"))));
+        let found =
+            compare_row(pair, rules).map(|f| at_output(f.under(Seg::Key("data")).in_row(r as u64)));
         tally.row(found);
     }
 }
@@ -210,7 +214,10 @@ mod tests {
         )]);
         assert_eq!(
             run(&a, &b, Mode::Argmax),
-            (counts(1, 1), report("/0/data/3", "0", "2"))
+            (
+                counts(1, 1),
+                report("/0/data/3", "label=0 score=0.9", "label=2 score=0.85")
+            )
         );
     }
 

@@ -23,7 +23,7 @@ use super::llm_stream::reassemble;
 use super::preset::Layout;
 use super::render::{clip, compact_json, difference};
 use super::text::{TextMode, normalize, similarity};
-use super::value::{Tolerance, diff_values};
+use super::value::{Found, Tolerance, diff_values};
 use super::{Comparator, Comparison, Difference, ElementCounts, Outcome, reason};
 use crate::sse;
 
@@ -66,6 +66,7 @@ impl Comparator {
                     pointer: String::new(),
                     stable: name(s_is).to_owned(),
                     candidate: name(!s_is).to_owned(),
+                    ..Difference::default()
                 },
             ));
         };
@@ -124,6 +125,7 @@ impl Comparator {
                         pointer: "/choices".to_owned(),
                         stable: shown(s.get("choices")),
                         candidate: shown(c.get("choices")),
+                        ..Difference::default()
                     },
                 );
             }
@@ -135,6 +137,7 @@ impl Comparator {
                 pointer: "/choices".to_owned(),
                 stable: format!("len={}", s_choices.len()),
                 candidate: format!("len={}", c_choices.len()),
+                ..Difference::default()
             });
             counts.mismatched = s_choices.len().abs_diff(c_choices.len()) as u64;
         }
@@ -212,6 +215,16 @@ impl Rows<'_> {
             pointer: self.pointer(at),
             stable: clip(&stable),
             candidate: clip(&candidate),
+            row: Some(self.choice as u64),
+            ..Difference::default()
+        }
+    }
+
+    /// A difference found inside a JSON value at `at`, in this choice's row.
+    fn inside(&self, at: At, found: &Found<'_>) -> Difference {
+        Difference {
+            row: Some(self.choice as u64),
+            ..difference(&self.tokens(at), found)
         }
     }
 
@@ -281,9 +294,7 @@ impl Rows<'_> {
         let (Some(x), Some(y)) = (as_text(a), as_text(b)) else {
             let (a, b) = (a.unwrap_or(&Value::Null), b.unwrap_or(&Value::Null));
             let found = diff_values(a, b, self.tol)?;
-            return Some(Verdict::Differs(
-                render.then(|| difference(&self.tokens(at), &found)),
-            ));
+            return Some(Verdict::Differs(render.then(|| self.inside(at, &found))));
         };
         self.text(at, x, y, render)
     }
@@ -318,9 +329,7 @@ impl Rows<'_> {
                     serde_json::from_str::<Value>(b),
                 ) {
                     let found = diff_values(&x, &y, self.tol)?;
-                    return Some(Verdict::Differs(
-                        render.then(|| difference(&self.tokens(at), &found)),
-                    ));
+                    return Some(Verdict::Differs(render.then(|| self.inside(at, &found))));
                 }
             }
         }

@@ -75,6 +75,11 @@
 //! in `llm`: a stream that broke off is its side's error, texts compare under
 //! `compare.text`, each choice is a row.
 //!
+//! # KServe V2 over gRPC
+//! Under `kserve-v2`, [`Comparator::compare_call`] reads a 2xx answer to the gRPC
+//! `ModelInfer` call as one `ModelInferResponse` (`grpc`), writes its outputs as the REST
+//! document with the same values, and runs rules 7 and 8 on that (tree path only).
+//!
 //! # Rows (`elements.matched` / `elements.mismatched`)
 //! * No preset, value mode: an array target's elements are rows; any other target is
 //!   one row. Argmax/cosine: a non-empty flat array of numbers is one row (one vector),
@@ -92,6 +97,7 @@ mod comparison;
 mod digits;
 mod extract;
 mod fast;
+mod grpc;
 mod kserve;
 mod llm;
 mod llm_stream;
@@ -106,6 +112,8 @@ mod tests;
 #[cfg(test)]
 mod tests_gen;
 #[cfg(test)]
+mod tests_grpc;
+#[cfg(test)]
 mod tests_http;
 #[cfg(test)]
 mod tests_llm;
@@ -116,6 +124,7 @@ mod tests_prop;
 #[cfg(test)]
 mod tests_scan;
 mod text;
+pub mod v2_proto;
 mod value;
 
 use serde_json::Value;
@@ -173,7 +182,8 @@ pub enum Preset {
     /// `parameters` are not compared. An output whose `data` is not a flat array of
     /// product(`shape`) values is compared as a whole object, as one row. Top-level
     /// `id`, `model_version` and `parameters` are ignored (this matters only for equal
-    /// non-2xx responses, which are compared whole).
+    /// non-2xx responses, which are compared whole). gRPC `ModelInfer` answers are
+    /// decoded and compared the same way ([`Comparator::compare_call`]).
     KserveV2,
     /// TensorFlow Serving REST predict: `/predictions`, each element a row (value mode
     /// by default).
@@ -324,6 +334,9 @@ impl Comparator {
 
     /// Rules 1 to 5: decides the pair when that needs no JSON, else hands back both
     /// bodies and whether the (equal) status is 2xx.
+    // The decided comparison is moved out once per pair, straight into the caller's
+    // result; boxing it would only add an allocation to every pair decided here.
+    #[allow(clippy::result_large_err)]
     fn bodies<'a>(
         &self,
         stable: &Observed<'a>,
@@ -350,6 +363,7 @@ impl Comparator {
                 pointer: String::new(),
                 stable: s_status.to_string(),
                 candidate: c_status.to_string(),
+                ..Difference::default()
             };
             return Err(Comparison::mismatched(ElementCounts::default(), difference));
         }
@@ -425,7 +439,7 @@ fn finish(base: &[String], tally: Tally<'_>) -> Comparison {
     }
 }
 
-fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
+pub(crate) fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
     if stable == candidate {
         return Comparison::matched(1);
     }
@@ -438,6 +452,7 @@ fn compare_bytes(stable: &[u8], candidate: &[u8]) -> Comparison {
         pointer: String::new(),
         stable: render::body_excerpt(stable, at),
         candidate: render::body_excerpt(candidate, at),
+        ..Difference::default()
     };
     let elements = ElementCounts {
         matched: 0,

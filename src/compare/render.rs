@@ -36,6 +36,8 @@ pub(crate) fn difference(base: &[String], found: &Found<'_>) -> Difference {
     }
     Difference {
         pointer,
+        output: found.output.map(clip),
+        row: found.row,
         stable: shown(&found.stable),
         candidate: shown(&found.candidate),
     }
@@ -45,7 +47,7 @@ fn shown(s: &Shown<'_>) -> String {
     match s {
         Shown::Json(v) => compact_json(v),
         Shown::Absent => "(absent)".to_owned(),
-        Shown::Label(i) => i.to_string(),
+        Shown::Label { index, score } => format!("label={index} score={score}"),
         Shown::Cosine(c) => format!("cosine={c}"),
         Shown::MinCosine(m) => format!("min_cosine={m}"),
         Shown::Len(n) => format!("len={n}"),
@@ -130,10 +132,11 @@ mod tests {
 
     #[test]
     fn root_difference_has_empty_pointer() {
-        let d = difference(&[], &Found::at(Shown::Label(2), Shown::Label(0)));
+        let label = |index, score| Shown::Label { index, score };
+        let d = difference(&[], &Found::at(label(2, 0.75), label(0, 0.5)));
         assert_eq!(
             (d.pointer.as_str(), d.stable.as_str(), d.candidate.as_str()),
-            ("", "2", "0")
+            ("", "label=2 score=0.75", "label=0 score=0.5")
         );
     }
 

@@ -233,6 +233,7 @@ fn each_choice_is_a_row_and_a_missing_choice_is_reported_at_choices() {
         .to_string()
     };
     let c = run(&openai(None), ok(&two("a", "b")), ok(&two("a", "c")));
+    assert_eq!(c.difference.as_ref().and_then(|d| d.row), Some(1));
     assert_eq!(
         (c.elements.clone(), diff(&c)),
         (counts(1, 1), ("/choices/1/text", "\"b\"", "\"c\""))

@@ -12,6 +12,12 @@ const KSERVE_PROBA: &str = r#"{"model_name":"iris","model_version":"v1","id":"p1
 const TF: &str = r#"{"predictions": [[0.0431, 0.8712, 0.0857], [0.9521, 0.0412, 0.0067]]}"#;
 const OPENAI: &str = r#"{"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.0123, -0.0456, 0.0789, 0.1011]}], "model": "embed-small-v2", "usage": {"prompt_tokens": 5, "total_tokens": 5}}"#;
 
+/// The output and row a mismatch names.
+fn named(c: &Comparison) -> (Option<&str>, Option<u64>) {
+    let d = c.difference.as_ref().expect("a difference");
+    (d.output.as_deref(), d.row)
+}
+
 fn preset(p: Preset) -> CompareSpec {
     CompareSpec {
         preset: Some(p),
@@ -115,7 +121,15 @@ fn kserve_argmax_ignores_score_drift_but_catches_label_flip() {
         (c.outcome, c.elements.clone()),
         (Outcome::Mismatch, counts(1, 1))
     );
-    assert_eq!(diff(&c), ("/outputs/0/data/3", "0", "1"));
+    assert_eq!(
+        diff(&c),
+        (
+            "/outputs/0/data/3",
+            "label=0 score=0.9847031668428455",
+            "label=1 score=0.6"
+        )
+    );
+    assert_eq!(named(&c), (Some("predict_proba"), Some(1)));
 }
 
 #[test]
@@ -189,9 +203,17 @@ fn kserve_batch_of_100_rows_with_3_differing() {
         ok(&stable),
         ok(&candidate),
     );
-    assert_eq!(diff(&c), ("/outputs/0/data/9", "0", "2"));
+    assert_eq!(
+        diff(&c),
+        (
+            "/outputs/0/data/9",
+            "label=0 score=0.8",
+            "label=2 score=0.7"
+        )
+    );
     let c = run(&preset(Preset::KserveV2), ok(&stable), ok(&candidate));
     assert_eq!(diff(&c), ("/outputs/0/data/9", "0.8", "0.1"));
+    assert_eq!(named(&c).1, Some(3));
 }
 
 #[test]
@@ -259,8 +281,16 @@ fn tf_serving_argmax_reports_row_pointer_and_labels() {
     let c = run(&spec, ok(TF), ok(flip));
     assert_eq!(
         (c.elements.clone(), diff(&c)),
-        (counts(1, 1), ("/predictions/0", "1", "0"))
+        (
+            counts(1, 1),
+            (
+                "/predictions/0",
+                "label=1 score=0.8712",
+                "label=0 score=0.5"
+            )
+        )
     );
+    assert_eq!(named(&c), (None, Some(0)));
 }
 
 #[test]

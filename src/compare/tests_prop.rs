@@ -51,13 +51,24 @@ pub(super) fn check(
     }
 }
 
-/// Runs `CASES` generated cases; returns how many comparisons matched and how many
-/// of those the fast path decided alone.
-fn run_seed(seed: u64) -> (usize, usize) {
+/// What a seed's cases covered.
+#[derive(Debug, Default)]
+struct Coverage {
+    matched: usize,
+    /// Matches the fast path decided alone.
+    decided: usize,
+    /// Mismatches that named an output tensor, a row, and argmax labels.
+    named_output: usize,
+    named_row: usize,
+    labels: usize,
+}
+
+/// Runs `CASES` generated cases and counts what they covered.
+fn run_seed(seed: u64) -> Coverage {
     let mut g = Gen {
         rng: StdRng::seed_from_u64(seed),
     };
-    let mut matched = 0;
+    let mut seen = Coverage::default();
     let decided_before = super::fast::DECIDED.with(std::cell::Cell::get);
     for _ in 0..CASES {
         let (doc, fitting) = g.document();
@@ -96,19 +107,30 @@ fn run_seed(seed: u64) -> (usize, usize) {
             let cmp = Comparator::new(&spec).expect("generated spec is valid");
             check(&cmp, &spec, statuses, &a, &b);
             let c = cmp.compare(&response(statuses.0, &a), &response(statuses.1, &b));
-            matched += usize::from(c.outcome == Outcome::Match);
+            seen.matched += usize::from(c.outcome == Outcome::Match);
+            if let Some(d) = &c.difference {
+                seen.named_output += usize::from(d.output.is_some());
+                seen.named_row += usize::from(d.row.is_some());
+                seen.labels += usize::from(d.stable.starts_with("label="));
+            }
         }
     }
-    let decided = super::fast::DECIDED.with(std::cell::Cell::get) - decided_before;
-    (matched, decided)
+    seen.decided = super::fast::DECIDED.with(std::cell::Cell::get) - decided_before;
+    seen
 }
 
 /// Many generated pairs must match, and the fast path must decide many of them
-/// alone, or the property would only exercise the error and fallback paths.
-fn assert_coverage((matched, decided): (usize, usize)) {
-    eprintln!("{matched} matched, {decided} decided by the fast path alone");
-    assert!(matched > CASES, "{matched}");
-    assert!(decided > CASES, "{decided}");
+/// alone, or the property would only exercise the error and fallback paths; and
+/// enough mismatches must name outputs, rows and labels for the paths' agreement
+/// on those to mean something.
+fn assert_coverage(seen: Coverage) {
+    eprintln!("{seen:?}");
+    assert!(seen.matched > CASES, "{seen:?}");
+    assert!(seen.decided > CASES, "{seen:?}");
+    assert!(seen.named_output > 20, "{seen:?}");
+    assert!(seen.named_row > 20, "{seen:?}");
+    // Generated perturbations rarely move a row's maximum: a few per seed.
+    assert!(seen.labels > 0, "{seen:?}");
 }
 
 #[test]

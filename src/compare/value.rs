@@ -69,8 +69,8 @@ pub(crate) enum Shown<'a> {
     Json(&'a Value),
     /// The location does not exist on this side.
     Absent,
-    /// An argmax label.
-    Label(usize),
+    /// An argmax label (the index of the row's largest score) and that score.
+    Label { index: usize, score: f64 },
     /// A cosine similarity below the threshold.
     Cosine(f64),
     /// The configured threshold, shown opposite [`Shown::Cosine`].
@@ -88,6 +88,10 @@ pub(crate) struct Found<'a> {
     pub(crate) rev_path: Vec<Seg<'a>>,
     pub(crate) stable: Shown<'a>,
     pub(crate) candidate: Shown<'a>,
+    /// The output tensor it lies in (KServe V2), by name.
+    pub(crate) output: Option<&'a str>,
+    /// The row it lies in, counted from 0 within the output (or the target).
+    pub(crate) row: Option<u64>,
 }
 
 impl<'a> Found<'a> {
@@ -97,7 +101,21 @@ impl<'a> Found<'a> {
             rev_path: Vec::new(),
             stable,
             candidate,
+            output: None,
+            row: None,
         }
+    }
+
+    /// The same difference, placed in row `row` (an inner row wins).
+    pub(crate) fn in_row(mut self, row: u64) -> Found<'a> {
+        self.row.get_or_insert(row);
+        self
+    }
+
+    /// The same difference, placed in the output tensor called `name`.
+    pub(crate) fn in_output(mut self, name: Option<&'a str>) -> Found<'a> {
+        self.output = self.output.or(name);
+        self
     }
 
     /// The same difference, seen from one level further out.

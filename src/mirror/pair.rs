@@ -83,18 +83,16 @@ impl Pair {
                 None,
             );
         };
-        let comparison = self.comparator.compare(&stable, &candidate);
+        // The path tells a gRPC call (KServe V2's ModelInfer) from a REST one.
+        let path = self.path_and_query.as_ref().map_or("/", |p| p.path());
+        let comparison = self.comparator.compare_call(path, &stable, &candidate);
         let mismatch = comparison.difference.map(|difference| {
             Box::new(MismatchRecord {
                 at_ms: unix_ms(),
                 request_id: String::from_utf8_lossy(self.request_id.as_bytes()).into_owned(),
                 trace_id: self.trace_id.map(|id| format!("{id:032x}")),
                 method: self.method.to_string(),
-                path: self
-                    .path_and_query
-                    .as_ref()
-                    .map(|p| p.path().to_owned())
-                    .unwrap_or_else(|| "/".into()),
+                path: path.to_owned(),
                 difference,
             })
         });

@@ -102,6 +102,7 @@ async fn mismatch_ring_keeps_only_the_newest() {
                     pointer: "/predictions/0".into(),
                     stable: "1".into(),
                     candidate: "2".into(),
+                    ..Difference::default()
                 },
             })),
         });

@@ -198,12 +198,13 @@ fn mismatches(h: &mut String, r: &Report) {
     for m in &r.mismatches {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td><code>{} {}</code></td><td><code>{}</code></td>\
+            "<tr><td>{}</td><td><code>{} {}</code></td><td><code>{}</code> {}</td>\
              <td><code>{}</code></td><td><code>{}</code></td></tr>",
             m.line,
             escape(&m.method),
             escape(&m.path),
             escape(&m.difference.pointer),
+            escape(&m.difference.place()),
             escape(&m.difference.stable),
             escape(&m.difference.candidate),
         );

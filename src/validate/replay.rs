@@ -156,9 +156,11 @@ pub async fn exchange(target: Arc<Target>, numbered: Numbered) -> Exchange {
             target.max_body_bytes
         ),
     );
-    let comparison = target
-        .comparator
-        .compare(&stable.observed(), &candidate.observed());
+    let comparison = target.comparator.compare_call(
+        request.path_and_query.path(),
+        &stable.observed(),
+        &candidate.observed(),
+    );
     Exchange {
         line: numbered.line,
         method: request.method.to_string(),

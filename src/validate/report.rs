@@ -237,12 +237,15 @@ impl Report {
             pct_or_dash(self.elements.agreement)
         ));
         for m in self.mismatches.iter().take(5) {
+            let place = m.difference.place();
             line(format!(
-                "  mismatch line {} {} {} at {:?}: stable {} vs candidate {}",
+                "  mismatch line {} {} {} at {:?}{}{}: stable {} vs candidate {}",
                 m.line,
                 m.method,
                 m.path,
                 m.difference.pointer,
+                if place.is_empty() { "" } else { " " },
+                place,
                 m.difference.stable,
                 m.difference.candidate
             ));
