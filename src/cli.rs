@@ -93,6 +93,10 @@ pub enum Command {
         /// Upper bound on how long the demo runs.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
+        /// Toy LLM servers streaming chat answers instead of the iris
+        /// classifier, compared with the `openai` preset; no rollout.
+        #[arg(long)]
+        llm: bool,
     },
 }
 

@@ -56,7 +56,14 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             admin,
             token,
         } => Ok(cli::rollout(&admin, &action, token).await?),
-        Command::Demo { duration } => Ok(understudy::demo::run(duration).await?),
+        Command::Demo {
+            duration,
+            llm: false,
+        } => Ok(understudy::demo::run(duration).await?),
+        Command::Demo {
+            duration,
+            llm: true,
+        } => Ok(understudy::demo::llm::run(duration).await?),
         Command::Validate(args) => Ok(understudy::validate::run(args).await),
     }
 }

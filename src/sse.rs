@@ -26,6 +26,23 @@ pub fn is_event_stream(content_type: &[u8]) -> bool {
         .eq_ignore_ascii_case(CONTENT_TYPE.as_bytes())
 }
 
+/// Whether a body reads as an event stream when its content type is not at
+/// hand: after an optional byte order mark and blank lines, its first line is
+/// a comment or starts with a field name of the format (`data`, `event`,
+/// `id`, `retry`) and a colon. No JSON document starts that way.
+pub fn looks_like_event_stream(body: &[u8]) -> bool {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let start = body
+        .iter()
+        .position(|&b| b != b'\n' && b != b'\r')
+        .unwrap_or(body.len());
+    let body = &body[start..];
+    body.starts_with(b":")
+        || [&b"data:"[..], b"event:", b"id:", b"retry:"]
+            .iter()
+            .any(|field| body.starts_with(field))
+}
+
 /// One dispatched event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -175,6 +192,17 @@ mod tests {
     #[test]
     fn a_leading_bom_and_invalid_utf8_do_not_stop_reading() {
         assert_eq!(data(b"\xEF\xBB\xBFdata: \xFFx\n\n"), ["\u{FFFD}x"]);
+    }
+
+    #[test]
+    fn event_streams_are_told_from_json_by_their_first_line() {
+        assert!(looks_like_event_stream(b"data: {\"a\":1}\n\n"));
+        assert!(looks_like_event_stream(b"\xEF\xBB\xBF\r\n: ping\n\n"));
+        assert!(looks_like_event_stream(b"event: message\ndata: x\n\n"));
+        assert!(!looks_like_event_stream(b"{\"data\": 1}"));
+        assert!(!looks_like_event_stream(b"\n  {}"));
+        assert!(!looks_like_event_stream(b""));
+        assert!(!looks_like_event_stream(b"database"));
     }
 
     #[test]

@@ -70,6 +70,11 @@
 //! 8. The target is split into rows and compared under the mode; any differing row
 //!    makes the pair a `mismatch`.
 //!
+//! The `openai` preset's chat and completions answers (event streams, or JSON with
+//! `/choices` where rule 7 finds no `/data`) follow rules of their own after rule 5,
+//! in `llm`: a stream that broke off is its side's error, texts compare under
+//! `compare.text`, each choice is a row.
+//!
 //! # KServe V2 over gRPC
 //! Under `kserve-v2`, [`Comparator::compare_call`] reads a 2xx answer to the gRPC
 //! `ModelInfer` call as one `ModelInferResponse` (`grpc`), writes its outputs as the REST
@@ -94,6 +99,8 @@ mod extract;
 mod fast;
 mod grpc;
 mod kserve;
+mod llm;
+mod llm_stream;
 mod pointer;
 mod preset;
 mod render;
@@ -109,11 +116,14 @@ mod tests_grpc;
 #[cfg(test)]
 mod tests_http;
 #[cfg(test)]
+mod tests_llm;
+#[cfg(test)]
 mod tests_presets;
 #[cfg(test)]
 mod tests_prop;
 #[cfg(test)]
 mod tests_scan;
+mod text;
 pub mod v2_proto;
 mod value;
 
@@ -123,7 +133,9 @@ pub use crate::labels::Outcome;
 pub use comparison::{Comparison, Difference, ElementCounts, reason};
 pub use render::MAX_CHARS;
 pub use spec::SpecError;
+pub use text::TextMode;
 
+use llm::TextRules;
 use pointer::{IgnorePath, Pointer};
 use preset::Layout;
 use rows::{Rules, Tally};
@@ -176,10 +188,20 @@ pub enum Preset {
     /// TensorFlow Serving REST predict: `/predictions`, each element a row (value mode
     /// by default).
     TfServing,
-    /// OpenAI-compatible embeddings: each element of `/data` is a row compared through
-    /// its `embedding` (cosine by default), by position; the items' `object`/`index`
-    /// never matter, and top-level `id`, `created`, `model`, `usage` are ignored.
-    /// Items without an `embedding` on either side are compared whole, by value.
+    /// An OpenAI-compatible server, whichever endpoint is called; the answer's shape
+    /// chooses the rules, so one preset serves a server that offers embeddings, chat
+    /// and completions on one address (a preset per endpoint would need a proxy per
+    /// endpoint):
+    /// * embeddings (a JSON answer with `/data`): each element of `/data` is a row
+    ///   compared through its `embedding` (cosine by default), by position; the items'
+    ///   `object`/`index` never matter, and top-level `id`, `created`, `model`, `usage`
+    ///   are ignored. Items without an `embedding` on either side are compared whole.
+    /// * chat completions and completions (an event stream, or a JSON answer with
+    ///   `/choices` and no `/data`): each choice is a row; message content, completion
+    ///   text and tool-call arguments are compared under `compare.text`, tool-call
+    ///   names and `finish_reason` exactly. A stream is reassembled into the
+    ///   non-streamed shape first, and one that broke off (no `data: [DONE]`, or a
+    ///   choice without `finish_reason`) is its side's error. See `docs/llm.md`.
     Openai,
 }
 
@@ -216,6 +238,10 @@ pub struct CompareSpec {
     pub mode: Option<Mode>,
     /// Cosine threshold (inclusive), default 0.999.
     pub min_cosine: f64,
+    /// How generated texts compare (`openai` preset only); `None` = exact.
+    pub text: Option<TextMode>,
+    /// Similarity threshold (inclusive) of `text = "similarity"`, default 0.9.
+    pub min_similarity: f64,
 }
 
 impl Default for CompareSpec {
@@ -229,6 +255,8 @@ impl Default for CompareSpec {
             rel_tolerance: 1e-4,
             mode: None,
             min_cosine: 0.999,
+            text: None,
+            min_similarity: 0.9,
         }
     }
 }
@@ -245,6 +273,7 @@ pub struct Comparator {
     /// pair takes the tree path).
     inner_ignores: Option<Vec<IgnorePath>>,
     rules: Rules,
+    text: TextRules,
 }
 
 /// One backend's answer as the proxy saw it.
@@ -277,10 +306,14 @@ impl Comparator {
             Ok(bodies) => bodies,
             Err(decided) => return decided,
         };
-        match &self.inner_ignores {
+        if let Some(decided) = self.llm_stream(s_body, c_body, success) {
+            return decided;
+        }
+        let compared = match &self.inner_ignores {
             Some(inner) if success => fast::compare(self, s_body, c_body, inner),
             _ => self.compare_tree(s_body, c_body, success),
-        }
+        };
+        self.llm_json(compared, s_body, c_body, success)
     }
 
     /// The reference implementation of [`Comparator::compare`]: both bodies parsed
@@ -289,7 +322,12 @@ impl Comparator {
     #[doc(hidden)]
     pub fn compare_reference(&self, stable: &Observed<'_>, candidate: &Observed<'_>) -> Comparison {
         match self.bodies(stable, candidate) {
-            Ok((s_body, c_body, success)) => self.compare_tree(s_body, c_body, success),
+            Ok((s_body, c_body, success)) => {
+                self.llm_stream(s_body, c_body, success).unwrap_or_else(|| {
+                    let compared = self.compare_tree(s_body, c_body, success);
+                    self.llm_json(compared, s_body, c_body, success)
+                })
+            }
             Err(decided) => decided,
         }
     }

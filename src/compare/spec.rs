@@ -5,11 +5,13 @@
 //! plus a preset, a wildcard in `compare.pointer`, a negative or NaN tolerance), and
 //! every error must name the offending key as the user wrote it.
 
+use super::llm::TextRules;
 use super::pointer::{IgnorePath, Pointer, Reach};
 use super::preset::{Layout, PresetRules, preset};
 use super::rows::Rules;
+use super::text::TextMode;
 use super::value::Tolerance;
-use super::{Comparator, CompareSpec, Format, Mode};
+use super::{Comparator, CompareSpec, Format, Mode, Preset};
 
 /// A configuration the comparator cannot honour. Messages name the key
 /// (`compare.pointer`, `compare.ignore[2]`, ...) and say what was expected.
@@ -42,6 +44,14 @@ pub enum SpecError {
     /// `compare.min_cosine` outside [-1, 1] (or NaN).
     #[error("compare.min_cosine must be between -1 and 1, got {got}")]
     MinCosine { got: f64 },
+    /// `compare.min_similarity` outside [0, 1] (or NaN).
+    #[error("compare.min_similarity must be between 0 and 1, got {got}")]
+    MinSimilarity { got: f64 },
+    /// `compare.text` without `compare.preset = "openai"`.
+    #[error(
+        "compare.text applies only with compare.preset = \"openai\" (the generated text of chat and completions answers)"
+    )]
+    TextWithoutOpenai,
     /// A JSON-only setting used with `format = "bytes"`.
     #[error(
         "{key} cannot be combined with compare.format = \"bytes\" (bytes are compared exactly, as one element)"
@@ -60,6 +70,8 @@ impl SpecError {
             SpecError::PointerWithPreset { .. } => "compare.pointer",
             SpecError::Tolerance { key, .. } | SpecError::BytesWith { key } => key,
             SpecError::MinCosine { .. } => "compare.min_cosine",
+            SpecError::MinSimilarity { .. } => "compare.min_similarity",
+            SpecError::TextWithoutOpenai => "compare.text",
         }
     }
 }
@@ -112,6 +124,14 @@ pub(crate) fn compile(spec: &CompareSpec) -> Result<Comparator, SpecError> {
             got: spec.min_cosine,
         });
     }
+    if spec.text.is_some() && spec.preset != Some(Preset::Openai) {
+        return Err(SpecError::TextWithoutOpenai);
+    }
+    if !(0.0..=1.0).contains(&spec.min_similarity) {
+        return Err(SpecError::MinSimilarity {
+            got: spec.min_similarity,
+        });
+    }
     let inner_ignores = ignores
         .iter()
         .map(|ignore| match ignore.reach(target.tokens()) {
@@ -135,13 +155,16 @@ pub(crate) fn compile(spec: &CompareSpec) -> Result<Comparator, SpecError> {
             },
             min_cosine: spec.min_cosine,
         },
+        text: TextRules {
+            mode: spec.text.unwrap_or(TextMode::Exact),
+            min_similarity: spec.min_similarity,
+        },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::Preset;
 
     fn err(spec: CompareSpec) -> String {
         Comparator::new(&spec)
@@ -279,6 +302,30 @@ mod tests {
                 key: "compare.preset"
             })
         );
+    }
+
+    #[test]
+    fn text_needs_the_openai_preset_and_min_similarity_a_share() {
+        let text = CompareSpec {
+            text: Some(TextMode::Json),
+            ..Default::default()
+        };
+        assert_eq!(
+            Comparator::new(&text).err().map(|e| e.key().to_owned()),
+            Some("compare.text".to_owned())
+        );
+        let openai = CompareSpec {
+            preset: Some(Preset::Openai),
+            ..text
+        };
+        assert!(Comparator::new(&openai).is_ok());
+        for bad in [-0.1, 1.5, f64::NAN] {
+            let spec = CompareSpec {
+                min_similarity: bad,
+                ..openai.clone()
+            };
+            assert!(err(spec).starts_with("compare.min_similarity must be between 0 and 1"));
+        }
     }
 
     #[test]

@@ -57,6 +57,7 @@ impl Checker<'_> {
         let format = self.keyword("compare.format", raw.format);
         let preset = self.keyword("compare.preset", raw.preset);
         let mode = self.keyword("compare.mode", raw.mode);
+        let text = self.keyword("compare.text", raw.text);
         let spec = CompareSpec {
             format: format.unwrap_or(defaults.format),
             preset,
@@ -66,6 +67,8 @@ impl Checker<'_> {
             rel_tolerance: raw.rel_tolerance.unwrap_or(defaults.rel_tolerance),
             mode,
             min_cosine: raw.min_cosine.unwrap_or(defaults.min_cosine),
+            text,
+            min_similarity: raw.min_similarity.unwrap_or(defaults.min_similarity),
         };
         let keep_mismatches = self.count(
             "compare.keep_mismatches",
@@ -137,5 +140,43 @@ impl Checker<'_> {
                 "counts whole responses; it cannot be used with match_unit = \"row\"",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::compare::TextMode;
+    use crate::config::{ConfigError, build};
+
+    const OPENAI: &str =
+        "[backends.stable]\nurl = \"http://127.0.0.1:8001\"\n\n[compare]\npreset = \"openai\"\n";
+
+    fn problem(text: &str) -> (String, String) {
+        match build::build(text, "t", None) {
+            Err(ConfigError::Invalid { problems, .. }) => {
+                (problems[0].key.clone(), problems[0].message.clone())
+            }
+            other => panic!("expected a problem, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn text_and_min_similarity_are_read_and_checked_under_their_keys() {
+        let text = format!("{OPENAI}text = \"similarity\"\nmin_similarity = 0.8\n");
+        let config = build::build(&text, "t", None).expect("valid");
+        assert_eq!(config.compare.spec.text, Some(TextMode::Similarity));
+        assert_eq!(config.compare.spec.min_similarity, 0.8);
+        let (key, message) = problem(&format!("{OPENAI}text = \"fuzzy\"\n"));
+        assert_eq!(key, "compare.text");
+        assert!(
+            message.contains("fuzzy") && message.contains("normalized"),
+            "{message}"
+        );
+        let (key, _) = problem(&format!("{OPENAI}min_similarity = 1.5\n"));
+        assert_eq!(key, "compare.min_similarity");
+        let kserve = OPENAI.replace("openai", "kserve-v2");
+        let (key, message) = problem(&format!("{kserve}text = \"json\"\n"));
+        assert_eq!(key, "compare.text");
+        assert!(message.contains("openai"), "{message}");
     }
 }

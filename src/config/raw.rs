@@ -109,6 +109,8 @@ pub struct RawCompare {
     pub rel_tolerance: Option<f64>,
     pub mode: Option<String>,
     pub min_cosine: Option<f64>,
+    pub text: Option<String>,
+    pub min_similarity: Option<f64>,
     pub keep_mismatches: Option<i64>,
     pub threads: Option<i64>,
     pub queue: Option<i64>,

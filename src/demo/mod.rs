@@ -3,8 +3,10 @@
 //!
 //! Everything binds to 127.0.0.1 on ports the OS picks, the state file lives
 //! in a fresh temp directory, and every task is stopped before `run`
-//! returns, so the demo leaves nothing behind.
+//! returns, so the demo leaves nothing behind. [`llm`] is the same for LLM
+//! servers streaming their answers (`understudy demo --llm`).
 
+pub mod llm;
 pub mod loadgen;
 
 use std::process::ExitCode;

@@ -1,6 +1,7 @@
 //! Toy model servers: a tiny iris classifier speaking KServe V2 (Open
 //! Inference Protocol) over HTTP/1.1 and h2c, used as the stable and candidate
-//! upstreams by `understudy demo` and by tests.
+//! upstreams by `understudy demo` and by tests, and a toy OpenAI-compatible
+//! LLM server ([`llm`]) that streams its answers token by token.
 //!
 //! Its one job is to behave like a real model server with tunable flaws
 //! (disagreement, latency, errors) while staying fully predictable. It must
@@ -30,6 +31,7 @@
 //! ```
 
 pub mod iris;
+pub mod llm;
 pub mod protocol;
 mod server;
 
