@@ -223,11 +223,42 @@ async fn similarity_text_lets_a_small_deviation_pass() {
 }
 
 #[tokio::test]
+async fn a_toy_with_a_temperature_answers_one_prompt_differently_across_requests() {
+    async fn answers(config: ToyLlmConfig) -> std::collections::BTreeSet<Bytes> {
+        let stop = CancellationToken::new();
+        let toy = llm::spawn(config, stop.clone()).await.unwrap();
+        let url = format!("{}/v1/chat/completions", toy.url());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..20 {
+            let body = chat_request("the same prompt", false);
+            let (status, _, body) = send(&http_client(), Method::POST, &url, &[], body).await;
+            assert_eq!(status, 200);
+            // Only the message: `created` moves with the clock.
+            let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            seen.insert(Bytes::from(answer["choices"].to_string()));
+        }
+        stop.cancel();
+        toy.stopped().await;
+        seen
+    }
+    assert_eq!(answers(ToyLlmConfig::default()).await.len(), 1);
+    let sampled = answers(ToyLlmConfig::default().with_temperature(0.5)).await;
+    assert!(sampled.len() >= 3, "{sampled:?}");
+}
+
+#[tokio::test]
 async fn the_llm_demo_runs_and_reports_each_backend() {
     let output = harness::run_cli(&["demo", "--llm", "--duration", "3s"]).await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains("match rate"), "{stdout}");
+    // Stable answered a sample twice: the summary shows the noise floor.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("stable vs itself") && l.contains("pairs")),
+        "{stdout}"
+    );
     for backend in ["stable    served", "candidate served"] {
         let line = stdout.lines().find(|l| l.contains(backend));
         // Each backend's streams were timed: a time to first token is shown.

@@ -3,8 +3,11 @@
 //! a small load of streamed chat requests; prints, each second and at the
 //! end, what each backend did and how their answers compared.
 //!
-//! The candidate starts its answers later, rewords a tenth of them and breaks
-//! off a few streams, so every outcome shows up. Everything binds to
+//! Both toys sample a few answers (a temperature), and a quarter of the
+//! stable-served requests go to stable twice, so the noise floor shows how
+//! often stable agrees with itself. The candidate starts its answers later,
+//! rewords a tenth of them and breaks off a few streams, so every outcome
+//! shows up. Everything binds to
 //! 127.0.0.1 on ports the OS picks and is stopped before `run` returns.
 
 use std::process::ExitCode;
@@ -34,19 +37,27 @@ use crate::units::ms_or_dash;
 const CHATS: usize = 8;
 /// Distinct prompts; answers are a function of the prompt.
 const PROMPTS: u32 = 500;
+/// Share of requests both toys answer with sampled words: neither agrees
+/// with itself every time, and the noise floor shows by how much.
+const TEMPERATURE: f64 = 0.05;
+/// Share of stable-served requests sent to stable a second time.
+const NOISE_PERCENT: u32 = 25;
 
 /// Runs the LLM demo for `limit`; returns once everything has stopped.
 pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
     let stop = CancellationToken::new();
     let token = Duration::from_millis(15);
     let stable = llm::spawn(
-        ToyLlmConfig::default().with_delays(Duration::from_millis(40), token),
+        ToyLlmConfig::default()
+            .with_delays(Duration::from_millis(40), token)
+            .with_temperature(TEMPERATURE),
         stop.clone(),
     )
     .await?;
     let candidate = llm::spawn(
         ToyLlmConfig::default()
             .with_delays(Duration::from_millis(120), token)
+            .with_temperature(TEMPERATURE)
             .with_deviation(0.10, 7)
             .with_break_rate(0.02),
         stop.clone(),
@@ -55,9 +66,10 @@ pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
     let config = Config::parse(&config(&stable.url(), &candidate.url()), "demo config")?;
     let running = server::start(config, StartOptions::default()).await?;
     println!(
-        "understudy demo --llm: stable toy LLM at {} (first token after 40 ms), candidate at {} (after 120 ms, rewords 10% of answers, breaks off 2% of streams)",
+        "understudy demo --llm: stable toy LLM at {} (first token after 40 ms), candidate at {} (after 120 ms, rewords 10% of answers, breaks off 2% of streams); both sample {:.0}% of answers, and {NOISE_PERCENT}% of requests go to stable twice (the noise floor)",
         stable.url(),
-        candidate.url()
+        candidate.url(),
+        TEMPERATURE * 100.0
     );
     println!(
         "proxy on http://{}  admin on http://{}  (try: curl http://{}/status)\n",
@@ -91,10 +103,11 @@ pub async fn run(limit: Duration) -> Result<ExitCode, crate::cli::CliError> {
         let window = WindowReport::from_window(&snapshot.sliding);
         let outcomes = &window.comparisons.outcomes;
         println!(
-            "{:>3}s  chats {:>5}  match {:>6}  mismatch {:>4}  shadow_error {:>3}  stable {}  candidate {}",
+            "{:>3}s  chats {:>5}  match {:>6}  stable vs itself {:>6}  mismatch {:>4}  shadow_error {:>3}  stable {}  candidate {}",
             started.elapsed().as_secs(),
             load.sent.load(Ordering::Relaxed),
             rate(&window),
+            self_agreement(&window),
             outcomes.get("mismatch").copied().unwrap_or(0),
             outcomes.get("shadow_error").copied().unwrap_or(0),
             backend(&window.stable),
@@ -119,6 +132,15 @@ fn rate(window: &WindowReport) -> String {
     window
         .comparisons
         .match_rate
+        .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// How often stable agreed with itself on the requests sent to it twice.
+fn self_agreement(window: &WindowReport) -> String {
+    window
+        .noise
+        .as_ref()
+        .and_then(|noise| noise.self_agreement)
         .map_or_else(|| "-".into(), |r| format!("{:.1}%", r * 100.0))
 }
 
@@ -153,6 +175,13 @@ fn summary(snapshot: &Snapshot, load: &LoadStats) {
     );
     for (outcome, n) in &report.comparisons.outcomes {
         println!("    {outcome:<13} {n}");
+    }
+    if let Some(noise) = &report.noise {
+        println!(
+            "  stable vs itself {} of {} pairs (the noise floor the candidate is measured against)",
+            self_agreement(&report),
+            noise.compared
+        );
     }
     for (name, b) in [("stable", &report.stable), ("candidate", &report.candidate)] {
         println!(
@@ -229,6 +258,7 @@ percent = 100
 [compare]
 preset = "openai"
 text = "exact"
+noise_percent = {NOISE_PERCENT}
 "#
     )
 }

@@ -188,7 +188,7 @@ impl NoiseReport {
         let ignore = noise.fields.suggested();
         let suggestion = ignore_line(&ignore).map(|config_line| Suggestion {
             message: format!(
-                "these fields differ between two answers of stable to the same request in at                  least {:.0}% of pairs: they are noise; ignore them?",
+                "these fields differ between two answers of stable to the same request in at least {:.0}% of pairs: they are noise; ignore them?",
                 SUGGEST_SHARE * 100.0
             ),
             ignore,

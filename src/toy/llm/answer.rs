@@ -131,6 +131,8 @@ pub fn draw(prompt: &str, seed: u64, salt: u64) -> f64 {
 pub const DEVIATE: u64 = 0x5eed_0001;
 /// Salt of the broken-stream draw.
 pub const BREAK: u64 = 0x5eed_0002;
+/// Salt of the per-request sampling draw.
+pub const SAMPLE: u64 = 0x5eed_0003;
 
 /// The answer's tokens (the first without, the others with a leading
 /// space) and its finish reason. A deviating answer replaces every third

@@ -49,6 +49,11 @@ pub struct ToyLlmConfig {
     /// Chooses which prompts deviate and how: toys with one seed and rate
     /// deviate alike.
     pub seed: u64,
+    /// Share of requests (0.0–1.0), drawn afresh for each one, answered
+    /// with words sampled for that request alone: like a model sampling at
+    /// a temperature, the same prompt asked twice may get two answers. This
+    /// is what the noise floor measures.
+    pub temperature: f64,
     /// Delay before the first token (for a whole answer: before the answer).
     pub first_token_delay: Duration,
     /// Delay before each later token (a whole answer waits for them all).
@@ -65,6 +70,7 @@ impl Default for ToyLlmConfig {
         Self {
             deviate_rate: 0.0,
             seed: 0,
+            temperature: 0.0,
             first_token_delay: Duration::ZERO,
             token_delay: Duration::ZERO,
             break_rate: 0.0,
@@ -78,6 +84,12 @@ impl ToyLlmConfig {
     pub fn with_deviation(mut self, rate: f64, seed: u64) -> Self {
         self.deviate_rate = rate;
         self.seed = seed;
+        self
+    }
+
+    /// Set [`Self::temperature`].
+    pub fn with_temperature(mut self, share: f64) -> Self {
+        self.temperature = share;
         self
     }
 
@@ -97,6 +109,7 @@ impl ToyLlmConfig {
     fn validate(&self) -> io::Result<()> {
         for (field, rate) in [
             ("deviate_rate", self.deviate_rate),
+            ("temperature", self.temperature),
             ("break_rate", self.break_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
@@ -223,7 +236,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Inf
         (&Method::GET, "/health") => return Ok(respond(StatusCode::OK, "text/plain", "")),
         _ => return Ok(error(StatusCode::NOT_FOUND, "Not Found")),
     };
-    state.requests.fetch_add(1, Ordering::Relaxed);
+    let number = state.requests.fetch_add(1, Ordering::Relaxed);
     let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => return Ok(error(StatusCode::BAD_REQUEST, &e.to_string())),
@@ -232,13 +245,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Answer, Inf
         Ok(ask) => ask,
         Err(message) => return Ok(error(StatusCode::BAD_REQUEST, &message)),
     };
-    Ok(complete(&state, ask).await)
+    Ok(complete(&state, ask, number).await)
 }
 
-async fn complete(state: &State, ask: Ask) -> Answer {
+/// Answers the `number`th request since the toy started.
+async fn complete(state: &State, ask: Ask, number: u64) -> Answer {
     let config = &state.config;
+    // A sampled answer: drawn from the request's number as well as the
+    // prompt, so it differs between two requests with one prompt.
+    let sample_seed = config.seed ^ number.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let sampled = answer::draw(&ask.prompt, sample_seed, answer::SAMPLE) < config.temperature;
     let deviates = answer::draw(&ask.prompt, config.seed, answer::DEVIATE) < config.deviate_rate;
-    let (tokens, finish) = answer::tokens(&ask, deviates, config.seed);
+    let (tokens, finish) = if sampled {
+        answer::tokens(&ask, true, sample_seed)
+    } else {
+        answer::tokens(&ask, deviates, config.seed)
+    };
     let id = answer::id(&ask, config.seed);
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
