@@ -33,6 +33,7 @@
 pub mod iris;
 pub mod llm;
 pub mod protocol;
+mod serve;
 mod server;
 
 use std::io;

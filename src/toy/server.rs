@@ -13,13 +13,9 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rand::Rng;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::ToyModelConfig;
@@ -43,48 +39,11 @@ impl std::fmt::Debug for State {
     }
 }
 
-/// Accept until cancelled, then wait for every connection task to finish.
+/// Serves the toy model until its shutdown token is cancelled.
 pub(super) async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = state.shutdown.cancelled() => break,
-            // Reap finished connections so the set does not grow forever.
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&state)));
-                }
-                Err(error) => {
-                    // Typically EMFILE: back off instead of spinning on accept.
-                    tracing::warn!(%error, "toy model accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn serve_connection(stream: TcpStream, state: Arc<State>) {
-    // Small JSON responses: do not let Nagle add 40 ms to the demo's latencies.
-    let _ = stream.set_nodelay(true);
     let shutdown = state.shutdown.clone();
-    let service = service_fn(move |req| handle(Arc::clone(&state), req));
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        result = connection => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "toy model connection ended with error");
-            }
-        }
-        // Dropping the connection future closes the socket: that is the
-        // "server went away" behaviour the demo wants on shutdown.
-        () = shutdown.cancelled() => {}
-    }
+    let handle = move |req| handle(Arc::clone(&state), req);
+    super::serve::accept_until(listener, shutdown, "toy model", handle).await;
 }
 
 fn respond(

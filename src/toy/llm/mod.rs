@@ -25,13 +25,10 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use serde_json::json;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use answer::{Ask, Endpoint};
@@ -175,42 +172,9 @@ pub async fn spawn(config: ToyLlmConfig, shutdown: CancellationToken) -> io::Res
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = state.shutdown.cancelled() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(serve_connection(stream, Arc::clone(&state)));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "toy LLM accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
-}
-
-async fn serve_connection(stream: TcpStream, state: Arc<State>) {
-    // Tokens are small writes: Nagle would hold each one back.
-    let _ = stream.set_nodelay(true);
     let shutdown = state.shutdown.clone();
-    let service = service_fn(move |req| handle(Arc::clone(&state), req));
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        result = connection => {
-            if let Err(error) = result {
-                tracing::debug!(%error, "toy LLM connection ended with error");
-            }
-        }
-        () = shutdown.cancelled() => {}
-    }
+    let handle = move |req| handle(Arc::clone(&state), req);
+    super::serve::accept_until(listener, shutdown, "toy LLM", handle).await;
 }
 
 type Answer = Response<BoxBody<Bytes, Infallible>>;
