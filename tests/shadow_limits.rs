@@ -38,10 +38,13 @@ struct Hogs(Arc<AtomicBool>);
 impl Hogs {
     fn start() -> Hogs {
         let stop = Arc::new(AtomicBool::new(false));
-        let cores = std::thread::available_parallelism().map_or(2, usize::from);
-        for _ in 0..cores {
+        for core in allowed_cores() {
             let stop = stop.clone();
             std::thread::spawn(move || {
+                // One hog per core, pinned: left to the scheduler, two hogs
+                // can share a core for a while, and the other core's idle
+                // time then goes to the comparison thread.
+                pin_to_core(core);
                 let mut x = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
@@ -52,6 +55,32 @@ impl Hogs {
     }
 }
 
+/// The cores this process may run on (a container's cpuset may not start
+/// at 0).
+fn allowed_cores() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is an empty set; sched_getaffinity(0, ..)
+    // fills it for the calling thread, and CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let read = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        assert_eq!(read, 0, "cannot read this process's CPU affinity");
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&core| libc::CPU_ISSET(core, &set))
+            .collect()
+    }
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: a zeroed cpu_set_t is an empty set, CPU_SET writes within it,
+    // and sched_setaffinity(0, ..) only reads it for the calling thread.
+    let pinned = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(pinned, 0, "cannot pin a hog thread to core {core}");
+}
+
 impl Drop for Hogs {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
@@ -60,11 +89,14 @@ impl Drop for Hogs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starved_comparisons_shed_mirrors_without_touching_clients() {
-    let body = predictions(20);
+    // 1 MB answers: a comparison takes tens of milliseconds of CPU here, so
+    // the thread's sliver of a busy machine (SCHED_IDLE's weight of 3
+    // against 1,024) cannot keep up with the requests.
+    let body = predictions(100);
     let stable = FakeUpstream::start(Reply::json(200, body.clone())).await;
     let candidate = FakeUpstream::start(Reply::json(200, body.clone())).await;
     // One comparison thread at SCHED_IDLE (the default) behind a queue of
-    // two: with every core busy it gets no CPU, so the queue fills at once.
+    // two: with every core busy it gets next to no CPU, so the queue fills.
     let extra = "[compare]\npointer = \"/predictions\"\nthreads = 1\nqueue = 2\n";
     let proxy = harness::start(&stable.url(), Some(&candidate.url()), extra).await;
     let client = http_client();
@@ -75,6 +107,11 @@ async fn starved_comparisons_shed_mirrors_without_touching_clients() {
         let (status, _, answer) = send(&client, Method::POST, &url, &[], "{}").await;
         assert_eq!(status, 200, "request {i}");
         assert!(answer == body.as_bytes(), "request {i} got another body");
+        // Each mirror settles (queued, or dropped) before the next request
+        // is decided: the queue, not the mirrors still on their way to it,
+        // is what this test measures. (Under concurrent load, mirrors in
+        // flight when the queue fills are dropped at their comparison.)
+        proxy.settle_mirrors().await;
     }
     let during = proxy.metrics().await;
     let not_started = count(

@@ -71,6 +71,23 @@ impl Proxy {
         get_text(&format!("{}/metrics", self.admin)).await
     }
 
+    /// Waits until no mirror is in flight (each has been queued for its
+    /// comparison, compared, or dropped), or panics after ten seconds.
+    pub async fn settle_mirrors(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = self.metrics().await;
+            if metric(&metrics, "understudy_shadow_in_flight") == Some(0.0) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mirrors still in flight after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Waits until `/status` satisfies `done`, or panics after `timeout`
     /// with the last status.
     pub async fn wait_status(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
