@@ -309,3 +309,74 @@ async fn a_declared_answer_too_large_for_the_budget_is_dropped_at_once() {
     assert_eq!(count(&metrics, "understudy_shadow_buffered_bytes"), 0.0);
     proxy.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_starts_only_the_mirrors_the_budget_can_hold() {
+    // Pairs of 500 KB answers (about 1 MB a mirror) against a 4 MiB budget:
+    // room for four mirrors at a time.
+    const BUDGET: usize = 4 << 20;
+    const BURST: usize = 24;
+    let body = predictions(50);
+    let stable = FakeUpstream::start(Reply::json(200, body.clone())).await;
+    let candidate =
+        FakeUpstream::start(Reply::json(200, body.clone()).delay(Duration::from_secs(1))).await;
+    let extra = format!("[shadow]\nmax_buffered_bytes = {BUDGET}\ntimeout = \"10s\"\n");
+    let proxy = harness::start(&stable.url(), Some(&candidate.url()), &extra).await;
+    let url = format!("{}/v1/models/m:predict", proxy.url);
+
+    // One mirror ends first, so the proxy knows what a mirror holds.
+    let client = http_client();
+    let (status, _, _) = send(&client, Method::POST, &url, &[], "{}").await;
+    assert_eq!(status, 200);
+    let matched = series("understudy_comparisons_total", "result", "match");
+    for _ in 0..100 {
+        if count(&proxy.metrics().await, &matched) == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let clients: Vec<_> = (0..BURST)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move {
+                let (status, _, answer) = send(&http_client(), Method::POST, &url, &[], "{}").await;
+                assert_eq!(status, 200);
+                assert!(
+                    answer == body.as_bytes(),
+                    "every client gets stable's answer"
+                );
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    // Every client has its answer; the candidate is still working on the
+    // mirrors it got (1 s), and has got only those the budget can hold.
+    let mirrored = candidate.request_count() - 1;
+    let metrics = proxy.metrics().await;
+    let not_started = count(
+        &metrics,
+        &series("understudy_shadow_total", "result", "dropped_budget"),
+    );
+    assert!(
+        (1..=4).contains(&mirrored),
+        "{mirrored} of {BURST} requests were sent to the candidate with room for 4 mirrors"
+    );
+    assert_eq!(not_started as usize + mirrored, BURST, "{metrics}");
+    let mut after = proxy.metrics().await;
+    for _ in 0..200 {
+        if count(&after, &matched) > mirrored as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = proxy.metrics().await;
+    }
+    assert_eq!(
+        count(&after, &matched),
+        (mirrored + 1) as f64,
+        "the mirrors that were started are compared: {after}"
+    );
+    proxy.stop().await;
+}

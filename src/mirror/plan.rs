@@ -1,9 +1,12 @@
 //! Whether a request is mirrored: decided from its head alone, before the
 //! copy costs anything, in the order that sheds the cheapest way first.
 
+use std::sync::Arc;
+
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Mirror;
+use crate::budget::Reservation;
 use crate::config;
 use crate::stats::ShadowResult;
 
@@ -15,8 +18,10 @@ pub enum MirrorPlan {
     NotSampled,
     /// Not mirrored, for a reason that is counted.
     Skip(ShadowResult),
-    /// Mirrored, holding one of the `shadow.max_in_flight` permits.
-    Go(OwnedSemaphorePermit),
+    /// Mirrored, holding one of the `shadow.max_in_flight` permits and its
+    /// share of the byte budget (what a mirror is expected to hold,
+    /// reserved ahead).
+    Go(OwnedSemaphorePermit, Arc<Reservation>),
 }
 
 impl MirrorPlan {
@@ -26,7 +31,7 @@ impl MirrorPlan {
             MirrorPlan::Off => "off",
             MirrorPlan::NotSampled => "not_sampled",
             MirrorPlan::Skip(result) => result.as_str(),
-            MirrorPlan::Go(_) => "mirrored",
+            MirrorPlan::Go(..) => "mirrored",
         }
     }
 }
@@ -55,17 +60,16 @@ impl Mirror {
             return MirrorPlan::Skip(ShadowResult::SkippedBody);
         }
         // Shed before it costs anything: with the comparison queue full, or
-        // half the byte budget held by mirrors already running (the other
-        // half is for their answers, still arriving), the other backend's
-        // answer could only be dropped.
+        // no room in the byte budget for what a mirror holds (see
+        // `budget`), the other backend's answer could only be dropped.
         if self.comparisons_saturated() {
             return MirrorPlan::Skip(ShadowResult::DroppedBusy);
         }
-        if self.budget().half_spent() {
+        let Some(bytes) = self.budget().admit() else {
             return MirrorPlan::Skip(ShadowResult::DroppedBudget);
-        }
+        };
         match self.try_reserve() {
-            Some(permit) => MirrorPlan::Go(permit),
+            Some(permit) => MirrorPlan::Go(permit, bytes),
             None => MirrorPlan::Skip(ShadowResult::DroppedOverload),
         }
     }

@@ -82,8 +82,7 @@ impl Proxy {
     ) -> (ClientBody, Copies) {
         let cap = exchange.settings.shadow.max_body_bytes;
         let (body, mirror, record_copy) = match plan {
-            MirrorPlan::Go(permit) => {
-                let reservation = self.inner.mirror.budget().reservation();
+            MirrorPlan::Go(permit, reservation) => {
                 let (body, copy) = TeeBody::capturing_within(body, cap, reservation.clone());
                 let (copy, record_copy) = capture::share(copy, recording.is_some());
                 let served = self.start_mirror(exchange, parts, copy, permit, reservation.clone());

@@ -67,7 +67,7 @@ pub(super) const DESCRIPTIONS: [(&str, Kind, &str); 37] = [
     (
         "understudy_shadow_buffered_bytes",
         Kind::Gauge,
-        "Bytes held by mirrors in flight (request and response copies), against shadow.max_buffered_bytes.",
+        "Bytes held by mirrors in flight (request and response copies, and what each reserved ahead when it started), against shadow.max_buffered_bytes.",
     ),
     (
         "understudy_compare_queue_depth",
