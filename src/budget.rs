@@ -79,22 +79,20 @@ impl ByteBudget {
         if expected == 0 {
             return (!self.half_spent()).then(|| self.reservation());
         }
-        if !self.take(expected) {
-            return None;
-        }
-        Some(Arc::new(Reservation {
-            budget: self.clone(),
-            held: AtomicUsize::new(expected),
-            ahead: AtomicUsize::new(expected),
-        }))
+        self.take(expected).then(|| self.holding_ahead(expected))
     }
 
     /// A new, empty reservation on this budget for one mirror.
     pub fn reservation(self: &Arc<Self>) -> Arc<Reservation> {
+        self.holding_ahead(0)
+    }
+
+    /// A reservation of `ahead` bytes already taken from the budget.
+    fn holding_ahead(self: &Arc<Self>, ahead: usize) -> Arc<Reservation> {
         Arc::new(Reservation {
             budget: self.clone(),
-            held: AtomicUsize::new(0),
-            ahead: AtomicUsize::new(0),
+            held: AtomicUsize::new(ahead),
+            ahead: AtomicUsize::new(ahead),
         })
     }
 

@@ -9,19 +9,18 @@ mod support;
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body::{Body, Frame};
+use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::channel_body::ChannelBody;
 use support::harness;
 use support::harness::series::{comparisons, failures};
 use support::{Received, h2c_client};
@@ -82,21 +81,6 @@ impl GrpcReply {
             message,
             gate: None,
         }
-    }
-}
-
-/// A response body fed by a channel: data frames, then trailers.
-struct ChannelBody(mpsc::Receiver<Frame<Bytes>>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|frame| frame.map(Ok))
     }
 }
 

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use support::channel_body::ChannelBody;
 use support::harness;
 use support::{FakeUpstream, Reply, http_client};
 use tokio::sync::mpsc;
@@ -49,21 +50,6 @@ async fn chunked_response_streams_to_the_client_as_it_arrives() {
     let spread = *arrivals.last().unwrap() - arrivals[0];
     assert!(spread >= gap, "body arrived in one burst ({spread:?})");
     proxy.stop().await;
-}
-
-/// A request body fed chunk by chunk from the test (no content-length).
-struct ChannelBody(mpsc::Receiver<Bytes>);
-
-impl Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Frame::data(c))))
-    }
 }
 
 /// `total` bytes where byte `i` is `i % 251`, generated chunk by chunk
@@ -123,15 +109,21 @@ async fn chunked_request_body_is_forwarded_before_it_ends() {
         .unwrap();
     let client = streaming_client();
     let response = tokio::spawn(async move { client.request(request).await });
-    tx.send(Bytes::from_static(b"first,")).await.unwrap();
+    tx.send(Frame::data(Bytes::from_static(b"first,")))
+        .await
+        .unwrap();
     // The proxy must connect to stable while the client is still sending.
     let deadline = Instant::now() + WAIT;
     while stable.connections_accepted() == 0 {
         assert!(Instant::now() < deadline, "proxy waited for the whole body");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tx.send(Bytes::from_static(b"second,")).await.unwrap();
-    tx.send(Bytes::from_static(b"third")).await.unwrap();
+    tx.send(Frame::data(Bytes::from_static(b"second,")))
+        .await
+        .unwrap();
+    tx.send(Frame::data(Bytes::from_static(b"third")))
+        .await
+        .unwrap();
     drop(tx);
     let response = response.await.unwrap().unwrap();
     assert_eq!(response.status(), 204);

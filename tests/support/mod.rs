@@ -43,6 +43,7 @@
 //! ```
 #![allow(dead_code, unused_imports)]
 
+pub mod channel_body;
 mod client;
 /// The same full-disk helper the library's unit tests use.
 #[path = "../../src/full_fs.rs"]

@@ -5,21 +5,20 @@
 //! `[DONE]`. Every request gets the same stream, so two of them answer
 //! byte for byte alike. HTTP/1.1 only; it binds `127.0.0.1:0`.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, Incoming};
+use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
+
+use super::channel_body::ChannelBody;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -75,21 +74,6 @@ pub fn frames(s: Schedule) -> Vec<(Duration, Bytes)> {
     out
 }
 
-/// A body of the frames sent on a channel, each as it comes.
-struct Frames(mpsc::Receiver<Bytes>);
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
-    }
-}
-
 impl SseUpstream {
     pub async fn start(schedule: Schedule) -> SseUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -108,16 +92,16 @@ impl SseUpstream {
                 let service = service_fn(move |request: hyper::Request<Incoming>| async move {
                     let _ = request.into_body().collect().await;
                     let arrived = Instant::now();
-                    let (tx, rx) = mpsc::channel::<Bytes>(64);
+                    let (tx, rx) = mpsc::channel(64);
                     tokio::spawn(async move {
                         for (at, bytes) in frames(schedule) {
                             tokio::time::sleep_until(arrived + at).await;
-                            if tx.send(bytes).await.is_err() {
+                            if tx.send(Frame::data(bytes)).await.is_err() {
                                 return;
                             }
                         }
                     });
-                    let body = Frames(rx);
+                    let body = ChannelBody(rx);
                     Response::builder()
                         .header("content-type", "text/event-stream; charset=utf-8")
                         .header("cache-control", "no-cache")
